@@ -1,0 +1,5 @@
+"""``python -m aiolit``: the command line."""
+
+from aiolit.cli import main
+
+raise SystemExit(main())

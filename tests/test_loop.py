@@ -1,0 +1,123 @@
+"""The sync facade: one loop thread per process, safe across fork/spawn/forkserver."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aiolit import _loop
+from aiolit.errors import LoopError
+
+
+async def _double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+async def _boom() -> None:
+    raise KeyError("inner failure")
+
+
+def test_run_returns_result_on_the_loop_thread() -> None:
+    async def where() -> str:
+        return threading.current_thread().name
+
+    assert _loop.run(_double(21)) == 42
+    assert _loop.run(where()) == "aiolit-loop"
+    assert _loop.get_loop() is _loop.get_loop()
+
+
+def test_exception_is_carried_back_with_its_type() -> None:
+    with pytest.raises(KeyError, match="inner failure"):
+        _loop.run(_boom())
+
+
+def test_blocking_call_from_inside_the_loop_is_a_clear_error() -> None:
+    async def nested() -> int:
+        return _loop.run(_double(1))
+
+    with pytest.raises(LoopError, match="from inside aiolit's event loop"):
+        _loop.run(nested())
+
+
+def test_timeout_cancels() -> None:
+    cancelled = threading.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError, match=r"did not finish within 0\.2 s"):
+        _loop.run(slow(), timeout=0.2)
+    assert cancelled.wait(5)
+
+
+async def _count(n: int, closed: list[bool]) -> AsyncIterator[int]:
+    try:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+    finally:
+        closed.append(True)
+
+
+def test_iterate_yields_everything_in_order() -> None:
+    closed: list[bool] = []
+    assert list(_loop.iterate(_count(1000, closed))) == list(range(1000))
+    assert closed == [True]
+
+
+def test_iterate_abandoned_iterator_is_closed() -> None:
+    closed: list[bool] = []
+    it = _loop.iterate(_count(10_000, closed))
+    assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
+    it.close()  # type: ignore[attr-defined]
+    assert closed == [True]
+
+
+def _child_uses_loop(q: mp.Queue) -> None:  # type: ignore[type-arg]
+    q.put((_loop.run(_double(5)), os.getpid(), id(_loop.get_loop())))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_child_processes_get_their_own_loop(method: str) -> None:
+    parent_loop = _loop.get_loop()  # the parent has a running loop thread before the child starts
+    assert _loop.run(_double(1)) == 2
+    ctx = mp.get_context(method)
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_uses_loop, args=(q,))
+    p.start()
+    value, pid, _ = q.get(timeout=60)
+    p.join(60)
+    assert p.exitcode == 0
+    assert value == 10 and pid != os.getpid()
+    assert _loop.get_loop() is parent_loop  # the parent's loop is untouched
+
+
+def test_ctrl_c_interrupts_a_wait() -> None:
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        _loop.run(forever())
+    assert started.is_set()
+    assert cancelled.wait(5)
