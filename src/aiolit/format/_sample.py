@@ -1,0 +1,132 @@
+"""One item payload: ``u32 size[L]`` then the L serialized leaves (LitData's PyTree items)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from aiolit.errors import CorruptChunkError, FormatError, PickleNotAllowedError
+from aiolit.format._pytree import TreeSpec, flatten, treespec_dumps, treespec_loads, unflatten
+from aiolit.format._serializers import PickleSerializer, resolve_serializers, serializer_for_format
+
+__all__ = ["SampleCodec"]
+
+
+def _choose(leaf: Any, registry: Mapping[str, Any]) -> tuple[str, Any]:
+    for key, serializer in registry.items():
+        if serializer.can_serialize(leaf):
+            return key, serializer
+    raise FormatError(f"no serializer accepts a leaf of type {type(leaf).__name__}")
+
+
+class SampleCodec:
+    """Encode and decode the items of one dataset (fixed ``data_format`` and ``data_spec``).
+
+    Parameters
+    ----------
+    data_format
+        One serializer name per leaf, as in ``config["data_format"]``.
+    data_spec
+        ``config["data_spec"]`` (torch ``treespec_dumps`` JSON), ``None`` for a single leaf.
+    serializers
+        Extra or replacement serializers by name (LitData's ``serializers=`` argument).
+    allow_pickle
+        Decode ``pickle`` leaves. Off by default: unpickling runs arbitrary code.
+    """
+
+    def __init__(
+        self,
+        data_format: Sequence[str],
+        data_spec: str | None,
+        serializers: Mapping[str, Any] | None = None,
+        allow_pickle: bool = False,
+    ) -> None:
+        if isinstance(data_format, str) or not isinstance(data_format, Sequence):
+            raise FormatError(f"data_format must be a list of serializer names, got {data_format!r}")
+        self.data_format = list(data_format)
+        self.data_spec = data_spec
+        self.spec: TreeSpec = treespec_loads(data_spec)
+        if self.spec.num_leaves != len(self.data_format):
+            raise FormatError(
+                f"data_spec has {self.spec.num_leaves} leaves but data_format names {len(self.data_format)}"
+            )
+        self.allow_pickle = allow_pickle
+        registry = resolve_serializers(serializers)
+        self._serializers = [
+            serializer_for_format(f, registry, field=i) for i, f in enumerate(self.data_format)
+        ]
+        # only the built-in pickle is gated: a user-supplied "pickle" serializer is an explicit opt-in
+        self._pickle_fields = [
+            i for i, s in enumerate(self._serializers) if type(s) is PickleSerializer and not allow_pickle
+        ]
+
+    @classmethod
+    def for_sample(cls, sample: Any, serializers: Mapping[str, Any] | None = None) -> SampleCodec:
+        """The codec LitData would pick for ``sample`` (the first sample a writer sees)."""
+        registry = resolve_serializers(serializers)
+        leaves, spec = flatten(sample)
+        names = []
+        for leaf in leaves:
+            key, serializer = _choose(leaf, registry)
+            _, name = serializer.serialize(leaf)
+            names.append(name or key)
+        return cls(names, treespec_dumps(spec), serializers, allow_pickle=True)
+
+    @property
+    def num_leaves(self) -> int:
+        return len(self.data_format)
+
+    def encode(self, sample: Any) -> bytes:
+        """Serialize one sample into an item payload."""
+        leaves, spec = flatten(sample)
+        if spec != self.spec:
+            raise FormatError(
+                f"sample structure {treespec_dumps(spec)[:200]} differs from the dataset's data_spec "
+                f"{(self.data_spec or '')[:200]}: every sample must have the first sample's structure"
+            )
+        parts = []
+        for i, (leaf, serializer) in enumerate(zip(leaves, self._serializers, strict=True)):
+            if not serializer.can_serialize(leaf) and not self._accepts(i, leaf):
+                raise FormatError(
+                    f"field {i} is {self.data_format[i]!r} (set by the first sample) but this sample has "
+                    f"a {type(leaf).__name__} there"
+                )
+            data, _ = serializer.serialize(leaf)
+            parts.append(data)
+        sizes = np.array([len(p) for p in parts], dtype="<u4").tobytes()
+        return sizes + b"".join(parts)
+
+    def _accepts(self, field: int, leaf: Any) -> bool:
+        # LitData treats pil and jpeg as interchangeable once a field's format is fixed
+        fmt = self.data_format[field]
+        if fmt in ("pil", "jpeg"):
+            return type(leaf).__module__.startswith("PIL.")
+        return False
+
+    def decode(self, payload: bytes | memoryview) -> Any:
+        """Deserialize one item payload into the sample."""
+        if self._pickle_fields:
+            i = self._pickle_fields[0]
+            raise PickleNotAllowedError(
+                f"field {i} (data_format[{i}] = {self.data_format[i]!r}) is pickled; unpickling can run "
+                "arbitrary code, pass allow_pickle=True only for data you trust"
+            )
+        view = memoryview(payload).cast("B")
+        n = len(self.data_format)
+        header = 4 * n
+        if len(view) < header:
+            raise CorruptChunkError(f"item of {len(view)} bytes is shorter than its {n}-leaf size header")
+        sizes = np.frombuffer(view, dtype="<u4", count=n)
+        if header + int(sizes.sum(dtype=np.int64)) != len(view):
+            raise CorruptChunkError(
+                f"item leaf sizes {sizes.tolist()} plus the {header}-byte header do not match the item "
+                f"size {len(view)}"
+            )
+        leaves = []
+        pos = header
+        for serializer, size in zip(self._serializers, sizes.tolist(), strict=True):
+            leaves.append(serializer.deserialize(view[pos : pos + size]))
+            pos += size
+        return unflatten(leaves, self.spec)

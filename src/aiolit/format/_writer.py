@@ -1,0 +1,235 @@
+"""Write chunks and a ``{rank}.index.json`` shard exactly as LitData's ``BinaryWriter`` does.
+
+Filling rule (LITDATA.md §1.9): a chunk is closed before the item that would take it over
+``chunk_size`` items (tokens for TokensLoader) or ``chunk_bytes`` payload bytes (sample-encrypted
+size, header excluded); an item larger than the limit gets a chunk of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from aiolit.errors import FormatError
+from aiolit.format._codec import Encryption, compress_file, compression_level_of
+from aiolit.format._index import ChunkEntry, Index, shard_name, write_index_atomic
+from aiolit.format._pytree import LEAF, treespec_dumps
+from aiolit.format._sample import SampleCodec
+from aiolit.format._serializers import NoHeaderNumpySerializer, NoHeaderTensorSerializer, _is_tensor
+
+__all__ = ["ChunkWriter", "parse_chunk_bytes"]
+
+_UNITS = {
+    "tb": 10**12,
+    "gb": 10**9,
+    "mb": 10**6,
+    "kb": 10**3,
+    "t": 10**12,
+    "g": 10**9,
+    "m": 10**6,
+    "k": 10**3,
+}
+
+
+def parse_chunk_bytes(value: int | str) -> int:
+    """``64_000_000`` or ``"64MB"`` (decimal units, as LitData) -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"chunk_bytes must be positive, got {value}")
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    unit = match.group(2).lower() if match else ""
+    if match is None or (unit not in _UNITS and unit not in ("", "b")):
+        raise ValueError(f"chunk_bytes {value!r} is not a size like 64000000 or '64MB'")
+    size = int(float(match.group(1)) * _UNITS.get(unit, 1))
+    if size <= 0:
+        raise ValueError(f"chunk_bytes must be positive, got {value!r}")
+    return size
+
+
+def _loader_name(item_loader: Any) -> str:
+    name = item_loader if isinstance(item_loader, str) else getattr(item_loader, "name", None)
+    name = name or type(item_loader).__name__
+    if name not in ("PyTreeLoader", "TokensLoader"):
+        raise ValueError(f"ChunkWriter writes PyTreeLoader or TokensLoader data, not {name!r}")
+    return str(name)
+
+
+class ChunkWriter:
+    """Serialize samples into LitData chunk files in ``output_dir``.
+
+    Parameters
+    ----------
+    output_dir
+        Local directory for the chunks and the ``{rank}.index.json`` shard.
+    rank
+        Global writer rank (file names ``chunk-{rank}-{i}.bin``).
+    chunk_size, chunk_bytes
+        Exactly one: items (tokens for TokensLoader) or payload bytes per chunk (``"64MB"`` ok).
+    compression
+        ``None``, ``"zstd"`` or ``"zstd:N"``: whole-file zstd (``chunk-R-I.zstd.bin``).
+    encryption
+        An :class:`~aiolit.format.Encryption` (``sample`` or ``chunk`` level).
+    item_loader
+        ``"PyTreeLoader"`` / ``"TokensLoader"`` or a loader object (its ``name``).
+    serializers
+        Extra or replacement serializers by name.
+    chunk_index_start
+        First chunk counter ``i`` (append mode continues an existing dataset).
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        *,
+        rank: int = 0,
+        chunk_size: int | None = None,
+        chunk_bytes: int | str | None = None,
+        compression: str | None = None,
+        encryption: Encryption | None = None,
+        item_loader: Any = "PyTreeLoader",
+        serializers: Mapping[str, Any] | None = None,
+        chunk_index_start: int = 0,
+    ) -> None:
+        if (chunk_size is None) == (chunk_bytes is None):
+            raise ValueError("ChunkWriter needs exactly one of chunk_size and chunk_bytes")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        if compression is not None:
+            compression_level_of(compression)  # validates
+        if encryption is not None and encryption.level not in ("sample", "chunk"):
+            raise ValueError(f"encryption level must be 'sample' or 'chunk', got {encryption.level!r}")
+        os.makedirs(output_dir, exist_ok=True)
+        self.output_dir = output_dir
+        self.rank = rank
+        self.chunk_size = chunk_size
+        self.chunk_bytes = None if chunk_bytes is None else parse_chunk_bytes(chunk_bytes)
+        self.compression = compression
+        self.encryption = encryption
+        self.item_loader = _loader_name(item_loader)
+        self.serializers = serializers
+        self._next_chunk = chunk_index_start
+        self._codec: SampleCodec | None = None
+        self._token_serializer: Any = None
+        self._data_format: list[str] | None = None
+        self._data_spec: str | None = None
+        self._payloads: list[bytes] = []
+        self._bytes = 0
+        self._items = 0  # items, or tokens for TokensLoader
+        self._dim = 0
+        self.entries: list[ChunkEntry] = []
+        self._done = False
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The index config this writer produces (LitData's classic keys)."""
+        return {
+            "chunk_bytes": self.chunk_bytes,
+            "chunk_size": self.chunk_size,
+            "compression": self.compression,
+            "data_format": self._data_format,
+            "data_spec": self._data_spec,
+            "encryption": None if self.encryption is None else self.encryption.config(),
+            "item_loader": self.item_loader,
+        }
+
+    def _encode(self, sample: Any) -> tuple[bytes, int | None]:
+        if self.item_loader == "TokensLoader":
+            return self._encode_tokens(sample)
+        if self._codec is None:
+            self._codec = SampleCodec.for_sample(sample, self.serializers)
+            self._data_format, self._data_spec = self._codec.data_format, self._codec.data_spec
+        return self._codec.encode(sample), None
+
+    def _encode_tokens(self, sample: Any) -> tuple[bytes, int]:
+        is_array = type(sample) is np.ndarray
+        if not (is_array or _is_tensor(sample)) or sample.ndim != 1:
+            raise FormatError(
+                f"TokensLoader samples must be 1-D numpy arrays or torch tensors, got {type(sample).__name__}"
+                + (f" with shape {tuple(sample.shape)}" if hasattr(sample, "shape") else "")
+            )
+        serializer = NoHeaderNumpySerializer() if is_array else NoHeaderTensorSerializer()
+        data, name = serializer.serialize(sample)
+        if self._data_format is None:
+            self._data_format, self._data_spec = [str(name)], treespec_dumps(LEAF)
+        elif [name] != self._data_format:
+            raise FormatError(
+                f"token sample stored as {name!r} but the first sample fixed {self._data_format[0]!r}: "
+                "every sequence must have the same type and dtype"
+            )
+        return data, len(sample)
+
+    def add(self, sample: Any) -> list[ChunkEntry]:
+        """Add one sample; returns the entries of chunks this call completed (already on disk)."""
+        if self._done:
+            raise RuntimeError("ChunkWriter.add() after done()")
+        payload, dim = self._encode(sample)
+        if self.encryption is not None and self.encryption.level == "sample":
+            payload = self.encryption.encrypt(payload)
+        count = 1 if dim is None else dim
+        completed = []
+        if self._payloads and (
+            (self.chunk_bytes is not None and self._bytes + len(payload) > self.chunk_bytes)
+            or (self.chunk_size is not None and self._items + count > self.chunk_size)
+        ):
+            completed.append(self._flush())
+        self._payloads.append(payload)
+        self._bytes += len(payload)
+        self._items += count
+        self._dim += dim or 0
+        return completed
+
+    def _flush(self) -> ChunkEntry:
+        n = len(self._payloads)
+        sizes = np.fromiter((len(p) for p in self._payloads), dtype=np.int64, count=n)
+        offsets = 4 * (n + 2) + np.concatenate(([0], np.cumsum(sizes)))
+        if offsets[-1] >= 2**32:
+            raise FormatError(f"chunk of {offsets[-1]} bytes exceeds the 4 GiB a u32 offset can address")
+        header = np.concatenate(([n], offsets)).astype("<u4").tobytes()
+        data = header + b"".join(self._payloads)
+        if self.encryption is not None and self.encryption.level == "chunk":
+            data = self.encryption.encrypt(data)
+        filename = f"chunk-{self.rank}-{self._next_chunk}.bin"
+        stored = data
+        if self.compression:
+            filename = f"chunk-{self.rank}-{self._next_chunk}.{self.compression}.bin"
+            stored = compress_file(data, self.compression)
+        self._write_file(filename, stored)
+        dim = self._dim if self.item_loader == "TokensLoader" else None
+        entry = ChunkEntry(filename=filename, chunk_size=n, chunk_bytes=len(data), dim=dim)
+        self.entries.append(entry)
+        self._next_chunk += 1
+        self._payloads, self._bytes, self._items, self._dim = [], 0, 0, 0
+        return entry
+
+    def _write_file(self, filename: str, data: bytes) -> None:
+        # temp name + rename: an uploader watching the directory never sees a partial chunk
+        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=self.output_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, os.path.join(self.output_dir, filename))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def done(self) -> list[ChunkEntry]:
+        """Flush the last chunk, write ``{rank}.index.json`` (if any chunk) and return all entries."""
+        if not self._done:
+            if self._payloads:
+                self._flush()
+            if self.entries:
+                shard = Index(list(self.entries), self.config, updated_at=None)
+                write_index_atomic(shard, os.path.join(self.output_dir, shard_name(self.rank)))
+            self._done = True
+        return list(self.entries)
+
+    def index(self) -> Index:
+        """The shard index of what was written so far."""
+        return Index(list(self.entries), self.config, updated_at=None)
