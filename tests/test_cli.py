@@ -46,7 +46,9 @@ def test_inspect_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest
     assert "index.json" in err
 
 
-def test_inspect_rejects_an_index_escaping_its_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_rejects_an_index_escaping_its_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = GOLDEN / "0.2.76" / "ints"
     shutil.copytree(src, tmp_path / "ds")
     index = json.loads((tmp_path / "ds" / "index.json").read_text())
