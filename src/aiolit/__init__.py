@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     "map": "aiolit.processing.map",
     "map_async": "aiolit.processing.map",
     "merge_datasets": "aiolit.processing.merge",
+    "merge_datasets_async": "aiolit.processing.merge",
     "ALL_DONE": "aiolit.processing._sources",
     # format
     "FernetEncryption": "aiolit.format",

@@ -1,0 +1,270 @@
+"""What runs inside an executor: self-contained tasks for ``optimize`` and ``map``.
+
+A task gets its inputs (a list, or — in the default process pool — a shared queue installed by the
+pool initializer), runs ``fn``, writes its chunks with its own ``ChunkWriter`` rank, uploads them
+itself when the output is remote, and returns only its index entries. The coordinator never needs
+the worker's disk, so the same task runs in a local pool or on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import pickle
+import queue as queue_module
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiolit.errors import OptimizeError
+from aiolit.processing._upload import Uploader
+
+__all__ = [
+    "MapTask",
+    "OptimizeTask",
+    "TaskResult",
+    "describe_input",
+    "init_worker",
+    "run_map_task",
+    "run_optimize_task",
+    "set_env",
+]
+
+# Installed by `init_worker` in the default process pool; None in foreign executors.
+_ITEM_QUEUE: Any = None
+_PROGRESS_QUEUE: Any = None
+_PARENT_PID: int | None = None
+
+
+def init_worker(item_queue: Any, progress_queue: Any) -> None:
+    """Pool initializer: remember the shared queues (they can only be inherited at process start)."""
+    global _ITEM_QUEUE, _PROGRESS_QUEUE, _PARENT_PID
+    _ITEM_QUEUE = item_queue
+    _PROGRESS_QUEUE = progress_queue
+    _PARENT_PID = os.getppid()
+
+
+def describe_input(position: int, item: Any) -> str:
+    """A short description of an input for error messages."""
+    text = repr(item)
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"input #{position} ({text})"
+
+
+class _Progress:
+    """Reports (inputs, bytes) to the coordinator, at most every 0.1 s."""
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.bytes = 0
+        self._last = time.monotonic()
+
+    def add(self, items: int = 0, nbytes: int = 0) -> None:
+        self.items += items
+        self.bytes += nbytes
+        if _PROGRESS_QUEUE is not None and time.monotonic() - self._last > 0.1:
+            self.flush()
+
+    def flush(self) -> None:
+        if _PROGRESS_QUEUE is not None and (self.items or self.bytes):
+            _PROGRESS_QUEUE.put((self.items, self.bytes))
+            self.items = self.bytes = 0
+        self._last = time.monotonic()
+
+
+def _iter_inputs(items: list[tuple[int, Any]] | None) -> Iterator[tuple[int, Any]]:
+    if items is not None:
+        yield from items
+        return
+    if _ITEM_QUEUE is None:
+        raise RuntimeError("a shared-queue task ran outside aiolit's process pool")
+    while True:
+        try:
+            entry = _ITEM_QUEUE.get(timeout=1.0)
+        except queue_module.Empty:
+            if os.getppid() != _PARENT_PID:
+                raise SystemExit("aiolit: the optimize coordinator died; stopping this worker") from None
+            continue
+        if not entry:  # b"" ends the queue, one per worker
+            return
+        yield pickle.loads(entry)
+
+
+def set_env(rank: int, num_workers: int, num_nodes: int, node_rank: int) -> None:
+    # LitData's fn code reads these to know which writer it is.
+    os.environ["DATA_OPTIMIZER_GLOBAL_RANK"] = str(rank)
+    os.environ["DATA_OPTIMIZER_NUM_WORKERS"] = str(num_workers)
+    os.environ["DATA_OPTIMIZER_NUM_NODES"] = str(num_nodes)
+    os.environ["DATA_OPTIMIZER_NODE_RANK"] = str(node_rank)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What a task sends back: its rank, chunk entries and writer config (None if nothing written)."""
+
+    rank: int
+    entries: list[Any] = field(default_factory=list)
+    config: dict[str, Any] | None = None
+    num_inputs: int = 0
+    num_samples: int = 0
+    num_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class OptimizeTask:
+    """Everything a worker needs to turn inputs into chunks for one writer rank."""
+
+    fn: Callable[..., Any]
+    rank: int
+    num_workers: int
+    num_nodes: int
+    node_rank: int
+    output_url: str
+    local_output: bool
+    storage_options: dict[str, Any] | None
+    writer_options: dict[str, Any]
+    chunk_index_start: int = 0
+
+
+def _samples(fn: Callable[..., Any], item: Any) -> Iterator[Any]:
+    result = fn(item)
+    if inspect.isgenerator(result):
+        for sample in result:
+            if sample is not None:
+                yield sample
+    elif result is not None:
+        yield result
+
+
+def _fail(position: int, item: Any, what: str) -> OptimizeError:
+    return OptimizeError(f"{what} on {describe_input(position, item)}:\n{traceback.format_exc()}")
+
+
+def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -> TaskResult:
+    """Run ``fn`` over the inputs and write chunks as writer ``task.rank``.
+
+    ``items`` is a list of ``(position, input)``; ``None`` pulls them from the pool's shared queue.
+
+    Raises
+    ------
+    OptimizeError
+        ``fn`` (or the serialization of its sample) raised; names the input and carries the traceback.
+    """
+    from aiolit.format import ChunkWriter
+
+    set_env(task.rank, task.num_workers, task.num_nodes, task.node_rank)
+    write_dir = task.output_url if task.local_output else tempfile.mkdtemp(prefix="aiolit-optimize-")
+    uploader = None if task.local_output else Uploader(task.output_url, task.storage_options, write_dir)
+    writer = ChunkWriter(
+        write_dir, rank=task.rank, chunk_index_start=task.chunk_index_start, **task.writer_options
+    )
+    progress = _Progress()
+    num_inputs = num_samples = num_bytes = 0
+    finished: set[str] = set()  # chunks already counted (and submitted for upload)
+
+    def chunk_done(entry: Any) -> None:
+        nonlocal num_bytes
+        if entry.filename in finished:
+            return
+        finished.add(entry.filename)
+        num_bytes += entry.chunk_bytes
+        progress.add(nbytes=entry.chunk_bytes)
+        if uploader is not None:
+            uploader.submit(entry.filename)
+
+    try:
+        for position, item in _iter_inputs(items):
+            try:
+                for sample in _samples(task.fn, item):
+                    for entry in writer.add(sample):
+                        chunk_done(entry)
+                    num_samples += 1
+            except Exception:
+                raise _fail(position, item, "fn raised") from None
+            num_inputs += 1
+            progress.add(items=1)
+        entries: list[Any] = []
+        config: dict[str, Any] | None = None
+        if num_samples:
+            entries = list(writer.done())
+            config = dict(writer.config)
+            # The coordinator writes the only index; a leftover shard would make a failed run
+            # look complete to readers that merge shards on their own.
+            shard = os.path.join(write_dir, f"{task.rank}.index.json")
+            if os.path.exists(shard):
+                os.remove(shard)
+            for entry in entries:
+                chunk_done(entry)
+        if uploader is not None:
+            uploader.wait()
+        progress.flush()
+        return TaskResult(task.rank, entries, config, num_inputs, num_samples, num_bytes)
+    finally:
+        if uploader is not None:
+            uploader.close()
+            shutil.rmtree(write_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class MapTask:
+    """Everything a worker needs to run a ``map`` function over its inputs."""
+
+    fn: Callable[..., Any]
+    rank: int
+    num_workers: int
+    num_nodes: int
+    node_rank: int
+    output_url: str
+    local_output: bool
+    storage_options: dict[str, Any] | None
+
+
+def run_map_task(task: MapTask, items: list[tuple[int, Any]] | None) -> TaskResult:
+    """Run ``fn(input, output_dir)`` over the inputs; upload new files when the output is remote.
+
+    Raises
+    ------
+    OptimizeError
+        ``fn`` raised; names the input and carries the traceback.
+    """
+    set_env(task.rank, task.num_workers, task.num_nodes, task.node_rank)
+    write_dir = task.output_url if task.local_output else tempfile.mkdtemp(prefix="aiolit-map-")
+    uploader = None if task.local_output else Uploader(task.output_url, task.storage_options, write_dir)
+    try:
+        parameters = inspect.signature(task.fn).parameters
+    except (TypeError, ValueError):
+        parameters = {}  # type: ignore[assignment]
+    pending = list(items) if items is not None else None
+    progress = _Progress()
+    num_inputs = 0
+    try:
+        for index, (position, item) in enumerate(_iter_inputs(pending)):
+            kwargs: dict[str, Any] = {}
+            if "is_last" in parameters:
+                kwargs["is_last"] = pending is not None and index == len(pending) - 1
+            try:
+                task.fn(item, write_dir, **kwargs)
+            except Exception:
+                raise _fail(position, item, "fn raised") from None
+            if uploader is not None:
+                # Upload what fn wrote (relative paths kept), then free the local disk.
+                for root, _, files in os.walk(write_dir):
+                    for name in files:
+                        relative = os.path.relpath(os.path.join(root, name), write_dir)
+                        if not uploader.has(relative):
+                            uploader.submit(relative)
+            num_inputs += 1
+            progress.add(items=1)
+        if uploader is not None:
+            uploader.wait()
+        progress.flush()
+        return TaskResult(task.rank, num_inputs=num_inputs)
+    finally:
+        if uploader is not None:
+            uploader.close()
+            shutil.rmtree(write_dir, ignore_errors=True)

@@ -1,0 +1,190 @@
+"""``map`` / ``map_async``: run ``fn(input, output_dir)`` over inputs in parallel.
+
+``fn`` writes whatever files it likes into the directory it receives: the output itself when it
+is local, a temp directory when it is remote (new files are then uploaded with their relative
+paths kept, and removed locally).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from aiolit.processing._args import check_extra_kwargs, ensure_no_running_loop, resolve_topology
+from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
+from aiolit.processing._output import Output
+from aiolit.processing._sources import batched, open_source, sequential_split
+from aiolit.processing._worker import MapTask, run_map_task
+
+__all__ = ["map", "map_async"]
+
+
+async def map_async(
+    fn: Callable[..., Any],
+    inputs: Any,
+    output_dir: Any,
+    num_workers: int | None = None,
+    fast_dev_run: bool | int = False,
+    num_nodes: int | None = None,
+    reorder_files: bool = True,
+    error_when_not_empty: bool = False,
+    batch_size: int | None = None,
+    start_method: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    keep_data_ordered: bool | None = None,
+    executor: Executor | None = None,
+    verbose: bool = True,
+    **kwargs: Any,
+) -> None:
+    """Call ``fn(input, output_dir)`` for every input in worker processes.
+
+    Parameters
+    ----------
+    fn
+        ``fn(input, output_dir)`` (optionally with an ``is_last`` keyword) writing files into
+        ``output_dir``.
+    inputs
+        A sequence or any (async) iterable of inputs.
+    output_dir
+        A local directory or a URL (``s3://`` ...); remote outputs get the files ``fn`` wrote.
+    num_workers
+        Worker processes (default ``os.cpu_count()``).
+    fast_dev_run
+        ``True`` (10) or N: only the first N inputs of each worker.
+    num_nodes
+        Machines running the same call (node rank from env ``DATA_OPTIMIZER_NODE_RANK``).
+    reorder_files
+        Accepted for LitData compatibility (ignored).
+    error_when_not_empty
+        Raise if the output already holds files.
+    batch_size
+        Group the inputs into lists of this size before calling ``fn``.
+    start_method
+        Start method of the default process pool.
+    storage_options
+        Options for the output store.
+    keep_data_ordered
+        ``False`` (or ``None``): workers pull inputs from a shared queue; ``True``: contiguous ranges.
+    executor
+        Any ``concurrent.futures.Executor`` instead of the default process pool.
+    verbose
+        Show a progress bar.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, or a non-empty output with ``error_when_not_empty=True``.
+    OptimizeError
+        ``fn`` raised (names the input, carries the traceback) or a worker died.
+    """
+    del reorder_files
+    check_extra_kwargs("map", kwargs)
+    if not callable(fn):
+        raise ValueError(f"fn must be callable, got {fn!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if fast_dev_run is True:
+        limit: int | None = 10
+    elif fast_dev_run is False or fast_dev_run is None:
+        limit = None
+    elif isinstance(fast_dev_run, int) and fast_dev_run > 0:
+        limit = fast_dev_run
+    else:
+        raise ValueError(f"fast_dev_run must be a bool or a positive int, got {fast_dev_run!r}")
+    topo = resolve_topology(num_workers, num_nodes, start_method)
+    source = open_source(inputs, None)
+    output = Output(output_dir, storage_options)
+    try:
+        if error_when_not_empty and await output.names():
+            raise ValueError(f"The output directory {output.url} is not empty (error_when_not_empty=True).")
+        output.make_local_dir()
+        items = await source.materialize()
+        if batch_size is not None:
+            items = batched(items, batch_size)
+        parts = sequential_split(len(items), topo.num_nodes * topo.num_workers)
+        ranges = parts[topo.node_rank * topo.num_workers : (topo.node_rank + 1) * topo.num_workers]
+
+        def make_task(rank: int) -> MapTask:
+            return MapTask(
+                fn=fn,
+                rank=rank,
+                num_workers=topo.num_workers,
+                num_nodes=topo.num_nodes,
+                node_rank=topo.node_rank,
+                output_url=output.url,
+                local_output=output.is_local,
+                storage_options=storage_options,
+            )
+
+        total = sum(len(r) if limit is None else min(len(r), limit) for r in ranges)
+        if keep_data_ordered or executor is not None:
+            plan = WorkPlan(run_map_task, static_tasks(make_task, items, ranges, topo.rank(0), limit))
+        else:
+
+            async def stream() -> Any:
+                for part in ranges:
+                    for i in part:
+                        yield i, items[i]
+
+            plan = WorkPlan(
+                run_map_task,
+                [(make_task(topo.rank(w)), None) for w in range(topo.num_workers)],
+                stream=stream(),
+                limit=None if limit is None else limit * topo.num_workers,
+            )
+        bar = ProgressBar(verbose, total, "map")
+        try:
+            results = await run_plan(plan, executor=executor, start_method=topo.start_method, bar=bar)
+            bar.finish(sum(r.num_inputs for r in results), 0)
+        finally:
+            bar.close()
+    finally:
+        await output.aclose()
+
+
+def map(
+    fn: Callable[..., Any],
+    inputs: Any,
+    output_dir: Any,
+    num_workers: int | None = None,
+    fast_dev_run: bool | int = False,
+    num_nodes: int | None = None,
+    reorder_files: bool = True,
+    error_when_not_empty: bool = False,
+    batch_size: int | None = None,
+    start_method: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    keep_data_ordered: bool | None = None,
+    executor: Executor | None = None,
+    verbose: bool = True,
+    **kwargs: Any,
+) -> None:
+    """Blocking :func:`map_async` (same arguments), for scripts.
+
+    Raises
+    ------
+    LoopError
+        Called from inside a running event loop (use ``await map_async(...)``).
+    """
+    ensure_no_running_loop("map")
+    asyncio.run(
+        map_async(
+            fn,
+            inputs,
+            output_dir,
+            num_workers=num_workers,
+            fast_dev_run=fast_dev_run,
+            num_nodes=num_nodes,
+            reorder_files=reorder_files,
+            error_when_not_empty=error_when_not_empty,
+            batch_size=batch_size,
+            start_method=start_method,
+            storage_options=storage_options,
+            keep_data_ordered=keep_data_ordered,
+            executor=executor,
+            verbose=verbose,
+            **kwargs,
+        )
+    )

@@ -1,0 +1,387 @@
+"""``optimize`` / ``optimize_async``: turn inputs into a LitData-format dataset.
+
+The coordinator (this module, on an event loop) reads the input source, partitions the work,
+runs self-contained tasks on an executor (each writes and, for remote outputs, uploads its own
+chunks and returns its index entries), then merges the entries and writes ``index.json`` last, so
+a failed or killed run never leaves a dataset that looks complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from typing import Any, Literal
+
+from aiolit.processing._args import (
+    Topology,
+    check_extra_kwargs,
+    ensure_no_running_loop,
+    resolve_topology,
+)
+from aiolit.processing._async_fn import is_async_fn, run_async_fn
+from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
+from aiolit.processing._nodes import finalize_index, prepare_output
+from aiolit.processing._output import Output
+from aiolit.processing._sources import Source, batched, open_source, sequential_split
+from aiolit.processing._worker import OptimizeTask, run_optimize_task
+
+__all__ = ["optimize", "optimize_async"]
+
+_COMPRESSION = re.compile(r"^zstd(:([1-9]|1[0-9]|2[0-2]))?$")
+_DEFAULT_FAST_DEV_RUN = 10
+
+
+def _chunk_bytes(value: int | str | None) -> int | None:
+    from aiolit.format import parse_chunk_bytes
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"chunk_bytes must be an int or a size string like '64MB', got {value!r}")
+    return parse_chunk_bytes(value)
+
+
+def _fast_dev_limit(fast_dev_run: bool | int) -> int | None:
+    if fast_dev_run is False or fast_dev_run is None:
+        return None
+    if fast_dev_run is True:
+        return _DEFAULT_FAST_DEV_RUN
+    if isinstance(fast_dev_run, int) and fast_dev_run > 0:
+        return fast_dev_run
+    raise ValueError(f"fast_dev_run must be a bool or a positive int, got {fast_dev_run!r}")
+
+
+def _item_loader_name(item_loader: Any) -> str:
+    from aiolit.streaming.item_loader import PyTreeLoader, TokensLoader
+
+    if item_loader is None or isinstance(item_loader, PyTreeLoader):
+        return "PyTreeLoader"
+    if isinstance(item_loader, TokensLoader):
+        return "TokensLoader"
+    raise ValueError(
+        f"optimize(item_loader=...) supports PyTreeLoader() and TokensLoader(), got {item_loader!r}"
+    )
+
+
+async def _batched_stream(
+    stream: AsyncIterator[tuple[int, Any]], batch_size: int
+) -> AsyncIterator[tuple[int, Any]]:
+    batch: list[Any] = []
+    position = 0
+    async for _, item in stream:
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield position, batch
+            position, batch = position + 1, []
+    if batch:
+        yield position, batch
+
+
+async def _list_stream(items: list[tuple[int, Any]]) -> AsyncIterator[tuple[int, Any]]:
+    for pair in items:
+        yield pair
+
+
+def _node_items(items: list[Any], topo: Topology) -> tuple[list[range], int]:
+    """This node's per-worker ranges: the inputs are split over every worker of every node."""
+    parts = sequential_split(len(items), topo.num_nodes * topo.num_workers)
+    mine = parts[topo.node_rank * topo.num_workers : (topo.node_rank + 1) * topo.num_workers]
+    return mine, sum(len(part) for part in mine)
+
+
+async def optimize_async(
+    fn: Callable[..., Any],
+    inputs: Any = None,
+    output_dir: Any = "optimized_data",
+    queue: Any = None,
+    chunk_size: int | None = None,
+    chunk_bytes: int | str | None = None,
+    compression: str | None = None,
+    encryption: Any = None,
+    num_workers: int | None = None,
+    fast_dev_run: bool | int = False,
+    num_nodes: int | None = None,
+    mode: Literal["append", "overwrite"] | None = None,
+    keep_data_ordered: bool = True,
+    item_loader: Any = None,
+    reorder_files: bool = True,
+    batch_size: int | None = None,
+    start_method: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    executor: Executor | None = None,
+    verbose: bool = True,
+    max_concurrency: int | None = None,
+    **kwargs: Any,
+) -> None:
+    """Apply ``fn`` to every input and write the samples as an optimized (LitData-format) dataset.
+
+    Parameters
+    ----------
+    fn
+        Called once per input. Returns a sample (``None`` skips the input), or is a generator
+        yielding samples. ``async def`` functions and async generators run on the event loop, at
+        most ``max_concurrency`` at a time; plain functions run in worker processes.
+    inputs
+        A sequence, any iterable, an async iterable, or an ``asyncio.Queue`` ended by ``ALL_DONE``.
+    output_dir
+        A local directory or a URL (``s3://``, ``gs://``, ``azure://``).
+    queue
+        Instead of ``inputs``: a ``multiprocessing.Queue`` (or ``asyncio.Queue``) ended by one
+        ``ALL_DONE``, however many workers.
+    chunk_size, chunk_bytes
+        Exactly one: items (tokens for ``TokensLoader``) per chunk, or bytes per chunk (an int or
+        a string with decimal units such as ``"64MB"``).
+    compression
+        ``None``, ``"zstd"`` or ``"zstd:N"``.
+    encryption
+        An ``aiolit.format.Encryption`` (e.g. ``FernetEncryption``).
+    num_workers
+        Worker processes (default ``os.cpu_count()``; 0 means 1).
+    fast_dev_run
+        ``True`` (10) or N: process only the first N inputs of each worker.
+    num_nodes
+        Machines running the same call; the node rank comes from env ``DATA_OPTIMIZER_NODE_RANK``
+        (or ``NODE_RANK``). The last node merges every node's index.
+    mode
+        ``None`` (the output must not hold an ``index.json``), ``"append"`` or ``"overwrite"``.
+    keep_data_ordered
+        ``True``: contiguous input ranges per worker, sample order = input order. ``False``: workers
+        pull inputs from a shared queue (load balancing), any order.
+    item_loader
+        ``TokensLoader()`` for token datasets; default ``PyTreeLoader``.
+    reorder_files
+        Accepted for LitData compatibility; aiolit keeps the input order.
+    batch_size
+        Group the inputs into lists of this size before calling ``fn``.
+    start_method
+        Multiprocessing start method of the default pool (default ``spawn``; ``fork`` in notebooks).
+    storage_options
+        Options for the output store.
+    executor
+        Any ``concurrent.futures.Executor`` (e.g. ``dask_client.get_executor()``) instead of the
+        default process pool; streamed inputs are then read fully before the tasks start.
+    verbose
+        Show a progress bar on stderr.
+    max_concurrency
+        Concurrent calls of an ``async def`` ``fn`` (default 32).
+
+    Raises
+    ------
+    ValueError
+        Bad arguments.
+    OptimizeError
+        ``fn`` raised (the message names the input and holds its traceback), a worker died, or the
+        output already holds a dataset and ``mode`` is ``None``.
+    """
+    del reorder_files  # aiolit never reorders: the sample order is the input order
+    check_extra_kwargs("optimize", kwargs)
+    if not callable(fn):
+        raise ValueError(f"fn must be callable, got {fn!r}")
+    if mode not in (None, "append", "overwrite"):
+        raise ValueError(f"mode must be None, 'append' or 'overwrite', got {mode!r}")
+    parsed_bytes = _chunk_bytes(chunk_bytes)
+    if (chunk_size is None) == (parsed_bytes is None):
+        raise ValueError("Exactly one of `chunk_size` or `chunk_bytes` must be provided.")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0
+    ):
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if compression is not None and not _COMPRESSION.match(str(compression)):
+        raise ValueError(f"compression must be None, 'zstd' or 'zstd:1'..'zstd:22', got {compression!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
+    ):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if executor is not None and not isinstance(executor, Executor):
+        raise ValueError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
+    concurrency = 32 if max_concurrency is None else max_concurrency
+    if concurrency <= 0:
+        raise ValueError(f"max_concurrency must be positive, got {max_concurrency!r}")
+    limit = _fast_dev_limit(fast_dev_run)
+    loader_name = _item_loader_name(item_loader)
+    topo = resolve_topology(num_workers, num_nodes, start_method)
+    source = open_source(inputs, queue)
+    output = Output(output_dir, storage_options)
+
+    try:
+        existing, starts = await prepare_output(output, mode, topo)
+        writer_options = {
+            "chunk_size": chunk_size,
+            "chunk_bytes": parsed_bytes,
+            "compression": compression,
+            "encryption": encryption,
+            "item_loader": loader_name,
+        }
+
+        def make_task(rank: int) -> OptimizeTask:
+            return OptimizeTask(
+                fn=fn,
+                rank=rank,
+                num_workers=topo.num_workers,
+                num_nodes=topo.num_nodes,
+                node_rank=topo.node_rank,
+                output_url=output.url,
+                local_output=output.is_local,
+                storage_options=storage_options,
+                writer_options=writer_options,
+                chunk_index_start=starts.get(rank, 0),
+            )
+
+        started = time.time()
+        results = await _run(
+            fn, source, topo, make_task, keep_data_ordered, executor, batch_size, limit, concurrency, verbose
+        )
+        if not any(result.num_samples for result in results) and topo.num_nodes == 1 and existing is None:
+            warnings.warn(
+                f"optimize() produced no samples (fn returned None for every input); nothing was "
+                f"written to {output.url}",
+                stacklevel=2,
+            )
+            return
+        await finalize_index(output, results, existing, topo, updated_at=str(started))
+    finally:
+        await output.aclose()
+
+
+async def _run(
+    fn: Callable[..., Any],
+    source: Source,
+    topo: Topology,
+    make_task: Callable[[int], OptimizeTask],
+    ordered: bool,
+    executor: Executor | None,
+    batch_size: int | None,
+    limit: int | None,
+    concurrency: int,
+    verbose: bool,
+) -> list[Any]:
+    """Partition the inputs and run the tasks; return one result per writer."""
+    async_fn = is_async_fn(fn)
+    # Ordered runs need the length up front (contiguous ranges); so do foreign executors, which
+    # cannot share a queue with the loop. Queues are streams whatever the order setting.
+    if source.items is None and (executor is not None or (ordered and not source.is_queue and not async_fn)):
+        await source.materialize()
+    items = source.items
+    if items is not None and batch_size is not None:
+        items = batched(items, batch_size)
+
+    if items is not None:
+        ranges, node_total = _node_items(items, topo)
+        total: int | None = node_total
+        if limit is not None:
+            total = sum(min(len(part), limit) for part in ranges)
+    else:
+        total = None
+    bar = ProgressBar(verbose, total, "optimize")
+    try:
+        if async_fn:
+            if items is not None:
+                flat = [(i, items[i]) for part in ranges for i in part]
+                stream: AsyncIterator[tuple[int, Any]] = _list_stream(flat)
+                async_limit = total
+            else:
+                assert source.stream is not None
+                stream = source.stream
+                if batch_size is not None:
+                    stream = _batched_stream(stream, batch_size)
+                async_limit = None if limit is None else limit * topo.num_workers
+            result = await run_async_fn(
+                make_task(topo.rank(0)),
+                stream,
+                ordered=ordered,
+                concurrency=concurrency,
+                limit=async_limit,
+                bar=bar,
+            )
+            results = [result]
+        else:
+            if items is not None and (ordered or executor is not None):
+                plan = WorkPlan(
+                    run_optimize_task, static_tasks(make_task, items, ranges, topo.rank(0), limit)
+                )
+            else:
+                if items is not None:
+                    stream = _list_stream([(i, items[i]) for part in ranges for i in part])
+                else:
+                    assert source.stream is not None
+                    stream = source.stream
+                    if batch_size is not None:
+                        stream = _batched_stream(stream, batch_size)
+                plan = WorkPlan(
+                    run_optimize_task,
+                    [(make_task(topo.rank(w)), None) for w in range(topo.num_workers)],
+                    stream=stream,
+                    limit=None if limit is None else limit * topo.num_workers,
+                )
+            results = await run_plan(plan, executor=executor, start_method=topo.start_method, bar=bar)
+        bar.finish(sum(r.num_inputs for r in results), sum(r.num_bytes for r in results))
+        return results
+    finally:
+        bar.close()
+
+
+def optimize(
+    fn: Callable[..., Any],
+    inputs: Any = None,
+    output_dir: Any = "optimized_data",
+    queue: Any = None,
+    chunk_size: int | None = None,
+    chunk_bytes: int | str | None = None,
+    compression: str | None = None,
+    encryption: Any = None,
+    num_workers: int | None = None,
+    fast_dev_run: bool | int = False,
+    num_nodes: int | None = None,
+    mode: Literal["append", "overwrite"] | None = None,
+    keep_data_ordered: bool = True,
+    item_loader: Any = None,
+    reorder_files: bool = True,
+    batch_size: int | None = None,
+    start_method: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    executor: Executor | None = None,
+    verbose: bool = True,
+    max_concurrency: int | None = None,
+    **kwargs: Any,
+) -> None:
+    """Blocking :func:`optimize_async` (same arguments), for scripts; see it for the parameters.
+
+    It runs its own event loop (``asyncio.run``), so it cannot be called from a thread that is
+    already running one: there, ``await optimize_async(...)``.
+
+    Raises
+    ------
+    LoopError
+        Called from inside a running event loop.
+    """
+    ensure_no_running_loop("optimize")
+    asyncio.run(
+        optimize_async(
+            fn,
+            inputs=inputs,
+            output_dir=output_dir,
+            queue=queue,
+            chunk_size=chunk_size,
+            chunk_bytes=chunk_bytes,
+            compression=compression,
+            encryption=encryption,
+            num_workers=num_workers,
+            fast_dev_run=fast_dev_run,
+            num_nodes=num_nodes,
+            mode=mode,
+            keep_data_ordered=keep_data_ordered,
+            item_loader=item_loader,
+            reorder_files=reorder_files,
+            batch_size=batch_size,
+            start_method=start_method,
+            storage_options=storage_options,
+            executor=executor,
+            verbose=verbose,
+            max_concurrency=max_concurrency,
+            **kwargs,
+        )
+    )
