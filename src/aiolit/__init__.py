@@ -21,13 +21,10 @@ _LAZY: dict[str, str] = {
     # streaming
     "StreamingDataset": "aiolit.streaming.dataset",
     "StreamingDataLoader": "aiolit.streaming.dataloader",
-    "CombinedStreamingDataset": "aiolit.streaming.combined",
-    "ParallelStreamingDataset": "aiolit.streaming.parallel",
-    "Dir": "aiolit.streaming.dataset",
+    "Dir": "aiolit.streaming._resolve",
     "TokensLoader": "aiolit.streaming.item_loader",
     "ParquetLoader": "aiolit.streaming.item_loader",
     "PyTreeLoader": "aiolit.streaming.item_loader",
-    "train_test_split": "aiolit.streaming.dataset",
     # processing
     "optimize": "aiolit.processing.optimize",
     "optimize_async": "aiolit.processing.optimize",

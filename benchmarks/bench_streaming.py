@@ -1,0 +1,106 @@
+"""Local read throughput: aiolit vs litdata on the same data, and the page-cache read rate.
+
+Run: ``PYTHONPATH=src python benchmarks/bench_streaming.py [--samples 200000] [--tokens 20000000]``
+
+Both libraries read the same directories (written by aiolit's ChunkWriter in LitData's format),
+after one warm-up pass so the files are in the page cache. No DataLoader: this measures the
+dataset iteration itself in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+
+def write_small(path: str, n: int) -> None:
+    from aiolit.format import ChunkWriter, merge_shards
+
+    writer = ChunkWriter(path, chunk_bytes="8MB")
+    for i in range(n):
+        writer.add({"index": i, "text": f"sample {i}", "label": i % 10})
+    writer.done()
+    merge_shards(path)
+
+
+def write_tokens(path: str, n_tokens: int) -> None:
+    from aiolit.format import ChunkWriter, merge_shards
+    from aiolit.streaming import TokensLoader
+
+    rng = np.random.default_rng(0)
+    writer = ChunkWriter(path, chunk_size=2**22, item_loader=TokensLoader())
+    done = 0
+    while done < n_tokens:
+        seq = rng.integers(0, 50_000, size=int(rng.integers(500, 5000)), dtype=np.int32)
+        writer.add(seq)
+        done += len(seq)
+    writer.done()
+    merge_shards(path)
+
+
+def rate(fn: Callable[[], Iterable[Any]], repeat: int = 2) -> tuple[float, int]:
+    """Best items/s over ``repeat`` passes (after a warm-up pass)."""
+    n = sum(1 for _ in fn())
+    best = 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        count = sum(1 for _ in fn())
+        best = max(best, count / (time.perf_counter() - start))
+    return best, n
+
+
+def page_cache_rate(path: str) -> float:
+    """Bytes/s of reading every chunk file with plain read() (the ceiling for a local reader)."""
+    files = [os.path.join(path, f) for f in os.listdir(path) if f.endswith(".bin")]
+    total = 0
+    start = time.perf_counter()
+    for f in files:
+        with open(f, "rb") as fh:
+            total += len(fh.read())
+    return total / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--samples", type=int, default=200_000)
+    parser.add_argument("--tokens", type=int, default=20_000_000)
+    parser.add_argument("--block", type=int, default=2049)
+    args = parser.parse_args()
+
+    import litdata
+
+    import aiolit.streaming as al
+
+    root = tempfile.mkdtemp(prefix="aiolit-bench-")
+    try:
+        small, tokens = os.path.join(root, "small"), os.path.join(root, "tokens")
+        write_small(small, args.samples)
+        write_tokens(tokens, args.tokens)
+
+        a_small, _ = rate(lambda: al.StreamingDataset(small))
+        l_small, _ = rate(lambda: litdata.StreamingDataset(small))
+        a_tok, nb = rate(lambda: al.StreamingDataset(tokens, item_loader=al.TokensLoader(args.block)))
+        l_tok, _ = rate(
+            lambda: litdata.StreamingDataset(tokens, item_loader=litdata.TokensLoader(args.block))
+        )
+        page = page_cache_rate(tokens)
+
+        print(f"small samples ({args.samples}): aiolit {a_small:,.0f}/s  litdata {l_small:,.0f}/s  "
+              f"ratio {a_small / l_small:.2f}x")  # fmt: skip
+        print(f"token blocks ({nb} x {args.block}): aiolit {a_tok * args.block / 1e6:,.1f} Mtok/s  "
+              f"litdata {l_tok * args.block / 1e6:,.1f} Mtok/s  ratio {a_tok / l_tok:.2f}x")  # fmt: skip
+        tok_bytes = a_tok * args.block * 4
+        print(f"page-cache read: {page / 1e9:.2f} GB/s; aiolit tokens at {tok_bytes / page:.0%} of it")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""aiolit.streaming: StreamingDataset, StreamingDataLoader and the item loaders.
+
+``import aiolit.streaming`` does not import torch. ``StreamingDataset`` is a
+``torch.utils.data.IterableDataset``, so the first access to it (or to ``StreamingDataLoader``)
+loads :mod:`aiolit.streaming.dataset`, which imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from aiolit.streaming._resolve import Dir
+from aiolit.streaming.item_loader import BaseItemLoader, ParquetLoader, PyTreeLoader, TokensLoader
+
+if TYPE_CHECKING:
+    from aiolit.streaming.dataloader import StreamingDataLoader
+    from aiolit.streaming.dataset import StreamingDataset
+
+__all__ = [
+    "BaseItemLoader",
+    "Dir",
+    "ParquetLoader",
+    "PyTreeLoader",
+    "StreamingDataLoader",
+    "StreamingDataset",
+    "TokensLoader",
+]
+
+_LAZY = {
+    "StreamingDataset": "aiolit.streaming.dataset",
+    "StreamingDataLoader": "aiolit.streaming.dataloader",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aiolit.streaming' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

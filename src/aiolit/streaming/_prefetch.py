@@ -1,0 +1,209 @@
+"""The per-worker download engine: keeps the next chunks of the read order in the cache.
+
+A :class:`Prefetcher` knows the exact sequence of chunks one worker will read (one name per plan
+step). The consumer calls :meth:`Prefetcher.get` with the step it is about to read; that both
+says "everything before this step is done" and waits for the step's chunk. A scheduler task keeps
+the chunks of the next ``depth`` steps downloading, bounded by ``max_inflight_bytes`` and by the
+cache budget (eviction by furthest next use happens here, never in the consumer). Nothing polls:
+the scheduler sleeps on an :class:`asyncio.Event`, the consumer on a future per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+from aiolit.streaming._cache import ChunkCache
+
+__all__ = ["Fetch", "Prefetcher"]
+
+# fetch(name, tmp_path): download chunk ``name`` completely into ``tmp_path`` (and verify it).
+Fetch = Callable[[str, Path], Awaitable[None]]
+
+
+class Prefetcher:
+    """Download the chunks of ``uses`` ahead of the consumer, into ``cache``.
+
+    Parameters
+    ----------
+    cache
+        Where chunks land; it is also asked to make room before every download.
+    uses
+        Chunk name of every step of this worker's plan, in read order (names may repeat).
+    sizes
+        Bytes of every chunk once in the cache.
+    fetch
+        Coroutine function downloading one chunk into a temporary path.
+    depth
+        How many steps beyond the current one are kept downloaded (``max_pre_download``).
+    max_inflight_bytes
+        Bytes of concurrent downloads, beyond the first one, that may be in flight.
+    start
+        The first step the consumer will ask for (non-zero when resuming).
+    """
+
+    def __init__(
+        self,
+        cache: ChunkCache,
+        uses: Sequence[str],
+        sizes: Mapping[str, int],
+        fetch: Fetch,
+        *,
+        depth: int = 2,
+        max_inflight_bytes: int = 512 * 2**20,
+        start: int = 0,
+    ) -> None:
+        self._cache = cache
+        self._uses = list(uses)
+        self._sizes = sizes
+        self._fetch = fetch
+        self._depth = max(0, depth)
+        self._max_inflight = max_inflight_bytes
+        self._pos = start
+        self._steps_of: dict[str, list[int]] = {}
+        for step, name in enumerate(self._uses):
+            self._steps_of.setdefault(name, []).append(step)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._waiters: dict[str, asyncio.Future[Path]] = {}
+        self._failed: dict[str, BaseException] = {}  # look-ahead failures, raised when the chunk is needed
+        self._wakeup: asyncio.Event | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._closed = False
+        self.downloads = 0  # chunks fetched, for tests and profiling
+
+    # -- the future ---------------------------------------------------------------------------
+
+    def next_use(self, name: str) -> float:
+        """Step of the next read of ``name`` at or after the consumer's position (inf: never)."""
+        steps = self._steps_of.get(name)
+        if not steps:
+            return math.inf
+        i = bisect.bisect_left(steps, self._pos)
+        return float(steps[i]) if i < len(steps) else math.inf
+
+    def _window(self) -> list[str]:
+        # Distinct chunks of the current step and the next `depth` steps, soonest first.
+        names: list[str] = []
+        for step in range(self._pos, min(len(self._uses), self._pos + self._depth + 1)):
+            name = self._uses[step]
+            if name not in names:
+                names.append(name)
+        return names
+
+    # -- consumer side ------------------------------------------------------------------------
+
+    async def get(self, step: int) -> Path:
+        """Mark steps before ``step`` done and return the path of ``step``'s chunk once it is local."""
+        if self._closed:
+            raise RuntimeError("aiolit: the prefetcher was closed")
+        self._pos = step
+        name = self._uses[step]
+        self._ensure_started()
+        failed = self._failed.pop(name, None)
+        if failed is not None:
+            raise failed
+        if self._cache.has(name) or self._cache.adopt(name, self._sizes[name]):
+            self._kick()
+            return self._cache.path(name)
+        waiter = self._waiters.get(name)
+        if waiter is None or waiter.done():
+            waiter = self._waiters[name] = asyncio.get_running_loop().create_future()
+        self._kick()
+        return await asyncio.shield(waiter)
+
+    def refetch(self, name: str) -> None:
+        """The consumer found ``name`` gone from disk: forget it so the next get downloads it."""
+        self._cache.forget([name])
+
+    # -- scheduler ----------------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._scheduler is None:
+            self._wakeup = asyncio.Event()
+            self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
+
+    def _kick(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _schedule(self) -> None:
+        assert self._wakeup is not None
+        while not self._closed:
+            self._wakeup.clear()
+            try:
+                self._start_downloads()
+            except BaseException as exc:  # surface scheduling bugs to whoever waits
+                for waiter in self._waiters.values():
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                raise
+            await self._wakeup.wait()
+
+    def _start_downloads(self) -> None:
+        window = self._window()
+        inflight = sum(self._sizes[n] for n in self._tasks)
+        for i, name in enumerate(window):
+            if name in self._tasks or name in self._failed:
+                continue
+            if self._cache.has(name) or self._cache.adopt(name, self._sizes[name]):
+                self._resolve(name, None)
+                continue
+            size = self._sizes[name]
+            if self._tasks and inflight + size > self._max_inflight:
+                break
+            pinned = set(window[: i + 1]) | set(self._tasks)
+            # The current chunk is fetched even over budget; look-ahead waits for room.
+            if not self._cache.reserve(name, size, next_use=self.next_use, pinned=pinned, force=i == 0):
+                break
+            inflight += size
+            self._tasks[name] = asyncio.get_running_loop().create_task(self._download(name))
+
+    async def _download(self, name: str) -> None:
+        tmp = self._cache.temp_path(name)
+        error: BaseException | None = None
+        try:
+            await self._fetch(name, tmp)
+            self._cache.commit(name, tmp)
+            self.downloads += 1
+        except BaseException as exc:
+            error = exc
+            self._cache.cancel(name)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self._tasks.pop(name, None)
+            if not self._closed:
+                self._resolve(name, error)
+                self._kick()
+
+    def _resolve(self, name: str, error: BaseException | None) -> None:
+        waiter = self._waiters.pop(name, None)
+        if waiter is None or waiter.done():
+            if error is not None:
+                self._failed[name] = error
+            return
+        if error is None:
+            waiter.set_result(self._cache.path(name))
+        else:
+            waiter.set_exception(error)
+
+    async def aclose(self) -> None:
+        """Cancel the scheduler and every download in flight (their temp files are removed)."""
+        self._closed = True
+        tasks = list(self._tasks.values())
+        if self._scheduler is not None:
+            tasks.append(self._scheduler)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.cancel()
+        self._waiters.clear()

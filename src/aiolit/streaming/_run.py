@@ -1,0 +1,157 @@
+"""One worker's pass over one epoch: the read loop written once, driven sync or async.
+
+:meth:`Run.walk` is a plain generator that yields samples. When it needs a chunk that is not
+open yet it yields a :class:`Need` request instead and expects the opened chunk to be sent back.
+The sync driver (``StreamingDataset.__iter__``) answers a request by opening an in-place file
+directly, or by waiting once on aiolit's loop thread for the prefetcher; the async driver
+(``__aiter__``) awaits the prefetcher on the caller's loop. Samples whose chunk is open are
+decoded in the consumer's thread with no loop hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiolit.streaming._prefetch import Prefetcher
+from aiolit.streaming._source import DataSource, OpenChunk
+
+if TYPE_CHECKING:
+    from aiolit.streaming._plan import WorkerPlan
+
+__all__ = ["Need", "Run"]
+
+
+class Need:
+    """A request from :meth:`Run.walk`: open the chunk of plan step ``step``."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+
+class Run:
+    """The state of one worker's epoch: plan, resume position, prefetcher.
+
+    Parameters
+    ----------
+    plan
+        This worker's plan.
+    start
+        ``(step, offset)`` to start from (``(0, 0)`` for a fresh epoch).
+    source
+        The dataset's chunks.
+    loader
+        Decodes samples.
+    produce
+        ``produce(chunk, chunk_id, k)`` -> sample (decode + transform, or a subclass'
+        ``__getitem__``).
+    max_cache_bytes, depth
+        This process's cache budget and look-ahead in steps.
+    """
+
+    def __init__(
+        self,
+        plan: WorkerPlan,
+        start: tuple[int, int],
+        source: DataSource,
+        produce: Callable[[OpenChunk, int, int], Any],
+        *,
+        max_cache_bytes: int,
+        depth: int,
+    ) -> None:
+        self.plan = plan
+        self.start = start
+        self.source = source
+        self.produce = produce
+        self.max_cache_bytes = max_cache_bytes
+        self.depth = depth
+        self.prefetcher: Prefetcher | None = None
+        self.yielded = 0
+
+    def walk(self) -> Generator[Any, OpenChunk | None, None]:
+        """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks."""
+        plan, produce = self.plan, self.produce
+        first, offset = self.start
+        for k in range(first, len(plan.steps)):
+            chunk_id = plan.steps[k].chunk
+            chunk = yield Need(k)
+            assert chunk is not None
+            order = plan.order(k)
+            if offset:
+                order, offset = order[offset:], 0
+            for i in order.tolist():
+                yield produce(chunk, chunk_id, i)
+
+    # -- opening chunks -------------------------------------------------------------------------
+
+    def _prefetcher(self) -> Prefetcher:
+        if self.prefetcher is None:
+            source = self.source
+            steps = self.plan.steps
+            index_of = {name: i for i, name in enumerate(source.names)}
+            cache = source.cache(self.max_cache_bytes)
+
+            async def fetch(name: str, tmp: Path) -> None:
+                await source.fetch(index_of[name], tmp)
+
+            uses = [source.names[s.chunk] for s in steps]
+            mine = set(uses)
+            cache.adopt_existing(source.sizes(), mine.__contains__)
+            self.prefetcher = Prefetcher(
+                cache, uses, source.sizes(), fetch, depth=self.depth, start=self.start[0]
+            )
+        return self.prefetcher
+
+    def open_sync(self, step: int) -> OpenChunk:
+        """Open step ``step``'s chunk for a sync consumer (one loop hop only when not local)."""
+        from aiolit import _loop
+
+        chunk_id = self.plan.steps[step].chunk
+        if self.source.in_place:
+            return self.source.open_local(chunk_id)
+        prefetcher = self._prefetcher()
+        path = _loop.run(prefetcher.get(step))
+        try:
+            return self.source.open_local(chunk_id, path)
+        except FileNotFoundError:
+            # Evicted by a co-worker between download and open: fetch it again.
+            _loop.run(_refetch(prefetcher, self.source.names[chunk_id]))
+            return self.source.open_local(chunk_id, _loop.run(prefetcher.get(step)))
+
+    async def open_async(self, step: int) -> OpenChunk:
+        """Open step ``step``'s chunk from a coroutine on the caller's loop."""
+        chunk_id = self.plan.steps[step].chunk
+        if self.source.in_place:
+            return self.source.open_local(chunk_id)
+        prefetcher = self._prefetcher()
+        path = await prefetcher.get(step)
+        try:
+            return self.source.open_local(chunk_id, path)
+        except FileNotFoundError:
+            prefetcher.refetch(self.source.names[chunk_id])
+            return self.source.open_local(chunk_id, await prefetcher.get(step))
+
+    def close_sync(self) -> None:
+        """Stop the prefetcher (sync consumers)."""
+        from aiolit import _loop
+
+        if self.prefetcher is not None:
+            prefetcher, self.prefetcher = self.prefetcher, None
+            _loop.run(prefetcher.aclose())
+
+    async def aclose(self) -> None:
+        """Stop the prefetcher (async consumers)."""
+        if self.prefetcher is not None:
+            prefetcher, self.prefetcher = self.prefetcher, None
+            await prefetcher.aclose()
+        if not self.source.in_place:
+            await self.source.close_store()
+
+
+async def _refetch(prefetcher: Prefetcher, name: str) -> None:
+    prefetcher.refetch(name)
+    await asyncio.sleep(0)

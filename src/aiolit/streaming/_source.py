@@ -1,0 +1,314 @@
+"""Where a dataset's chunks come from: its index, the local files or the cache and the store.
+
+:class:`DataSource` is built once in the main process (it reads the index) and pickled into
+DataLoader workers as configuration only; every process builds its own store, cache and
+prefetchers lazily. :class:`OpenChunk` is one chunk opened from an mmap (or bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import mmap
+import os
+import struct
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aiolit.errors import CorruptChunkError, FormatError, ObjectNotFoundError
+from aiolit.streaming._cache import ChunkCache
+from aiolit.streaming._resolve import Dir, cache_root, versioned_cache_dir
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from aiolit.format import ChunkEntry, ChunkView, Encryption, Index
+    from aiolit.stores import Store
+
+__all__ = ["DataSource", "OpenChunk", "map_file"]
+
+_INDEX = "index.json"
+
+
+def map_file(path: str | os.PathLike[str]) -> mmap.mmap | bytes:
+    """Map ``path`` read-only (an empty file gives ``b""``; mmap refuses empty files)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+class OpenChunk:
+    """One chunk's bytes as stored locally (after whole-file decompression), opened lazily."""
+
+    __slots__ = ("__dict__", "config", "data", "encryption", "entry")
+
+    def __init__(
+        self, data: mmap.mmap | bytes, entry: ChunkEntry, config: dict[str, Any], encryption: Any
+    ) -> None:
+        self.data = data
+        self.entry = entry
+        self.config = config
+        self.encryption = encryption
+
+    @cached_property
+    def view(self) -> ChunkView:
+        """The parsed chunk (header, per-item decryption/decompression)."""
+        from aiolit.format import open_chunk
+
+        return open_chunk(self.data, self.entry, self.config, encryption=self.encryption)
+
+    def tokens(self, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+        """The chunk's concatenated token stream (zero-copy for plain classic chunks)."""
+        cached: npt.NDArray[Any] | None = self.__dict__.get("_tokens")
+        if cached is not None:
+            return cached
+        plain = not self.config.get("encryption") and self.config.get("compression_level") not in (
+            "batch",
+            "sample",
+        )
+        if plain:
+            n = int(np.frombuffer(self.data, dtype="<u4", count=1)[0])
+            start = 4 * (n + 2)
+            tokens = np.frombuffer(
+                self.data, dtype=dtype, offset=start, count=(len(self.data) - start) // dtype.itemsize
+            )
+        else:
+            view = self.view
+            joined = b"".join(bytes(view.item(k)) for k in range(view.num_items))
+            tokens = np.frombuffer(joined, dtype=dtype)
+        self.__dict__["_tokens"] = tokens
+        return tokens
+
+
+def _checksum_problem(path: Path, entry: ChunkEntry) -> str | None:
+    """Compare a downloaded chunk with the checksum its index entry carries, if any."""
+    spec = entry.extra.get("checksum") if isinstance(entry.extra, dict) else None
+    if not isinstance(spec, str) or ":" not in spec:
+        return None
+    algo, _, expected = spec.partition(":")
+    if algo not in hashlib.algorithms_available:
+        return None
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return None if h.hexdigest() == expected.lower() else f"{algo} checksum {h.hexdigest()} != {expected}"
+
+
+class DataSource:
+    """A dataset's index and the way to its chunks, for one ``input_dir``.
+
+    Parameters
+    ----------
+    input_dir
+        The resolved location (:func:`~aiolit.streaming._resolve.resolve_dir`).
+    cache_dir
+        Root of the chunk cache (``None``: ``$AIOLIT_CACHE_DIR`` or ``~/.cache/aiolit/chunks``).
+    index_path
+        An ``index.json`` (or its directory) to use when the dataset's own index is missing.
+    storage_options, session_options
+        Passed to :func:`aiolit.stores.open_store`.
+    encryption
+        Key for encrypted datasets.
+    """
+
+    def __init__(
+        self,
+        input_dir: Dir,
+        *,
+        cache_dir: str | os.PathLike[str] | None,
+        index_path: str | None,
+        storage_options: dict[str, Any] | None,
+        session_options: dict[str, Any] | None,
+        encryption: Encryption | None,
+    ) -> None:
+        from aiolit.format import plain_filename
+
+        self.dir = input_dir
+        self.storage_options = storage_options
+        self.session_options = session_options
+        self.encryption = encryption
+        self._pid = os.getpid()
+        self._stores: dict[int, Store] = {}
+        self._cache: ChunkCache | None = None
+        self.url: str = input_dir.url or input_dir.path or ""
+        self.index: Index = self._read_index(index_path)
+        self.entries: list[ChunkEntry] = list(self.index.chunks)
+        self.names = [plain_filename(e.filename) for e in self.entries]
+        self.compressed = [n != e.filename for n, e in zip(self.names, self.entries, strict=True)]
+        # A plain local directory is read in place unless it holds whole-file compressed chunks.
+        self.in_place = input_dir.url is None and not any(self.compressed)
+        self.cache_dir: Path | None = None
+        if not self.in_place:
+            if input_dir.url is not None and input_dir.path is not None:
+                self.cache_dir = Path(input_dir.path)
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+            else:
+                key = input_dir.url or f"local:{input_dir.path}"
+                self.cache_dir = versioned_cache_dir(cache_root(cache_dir), key, self.index.updated_at)
+            index_copy = self.cache_dir / _INDEX
+            if not index_copy.exists():
+                tmp = index_copy.with_name(f"{_INDEX}.tmp.{os.getpid()}")
+                tmp.write_bytes(self.index.to_json())
+                os.replace(tmp, index_copy)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_stores"] = {}
+        state["_cache"] = None
+        return state
+
+    # -- index ----------------------------------------------------------------------------------
+
+    def _read_index(self, index_path: str | None) -> Index:
+        from aiolit import _loop
+        from aiolit.format import Index, load_index
+
+        if index_path is not None:
+            path = Path(index_path)
+            path = path / _INDEX if path.is_dir() else path
+            if not path.is_file():
+                raise FileNotFoundError(f"index_path: no index file at {path}")
+            source_has_index = False
+            if self.dir.url is None and self.dir.path is not None:
+                source_has_index = (Path(self.dir.path) / _INDEX).exists()
+            if not source_has_index:
+                return Index.from_json(path.read_bytes(), source=str(path))
+        if self.dir.url is None:
+            assert self.dir.path is not None
+            if not os.path.isdir(self.dir.path):
+                raise FileNotFoundError(f"input_dir: {self.dir.path} is not a directory")
+            return load_index(self.dir.path)
+        if self.dir.path is not None and (Path(self.dir.path) / _INDEX).exists():
+            cached = Path(self.dir.path) / _INDEX
+            return Index.from_json(cached.read_bytes(), source=str(cached))
+        return _loop.run(self._fetch_index())
+
+    async def _fetch_index(self) -> Index:
+        from aiolit.format import Index, merge_indexes, natural_sort_key
+
+        store = self.store()
+        try:
+            return Index.from_json(await store.get(_INDEX), source=f"{self.url}/{_INDEX}")
+        except ObjectNotFoundError:
+            shards = [
+                m.key async for m in store.list("") if m.key.endswith(".index.json") and m.key[0].isdigit()
+            ]
+            if not shards:
+                raise FileNotFoundError(
+                    f"input_dir: {self.url} contains no index.json (and no {{rank}}.index.json shards); "
+                    "is it an optimized dataset?"
+                ) from None
+            shards.sort(key=natural_sort_key)
+            parts = await asyncio.gather(*(store.get(k) for k in shards))
+            indexes = [
+                Index.from_json(p, source=f"{self.url}/{k}") for k, p in zip(shards, parts, strict=True)
+            ]
+            return merge_indexes(indexes, updated_at=None)
+
+    # -- per-process resources ------------------------------------------------------------------
+
+    def store(self) -> Store:
+        """This dataset's store for the running loop (stores bind their clients to one loop)."""
+        from aiolit.stores import open_store
+
+        if self._pid != os.getpid():
+            self._pid, self._stores, self._cache = os.getpid(), {}, None
+        loop_id = id(asyncio.get_running_loop())
+        store = self._stores.get(loop_id)
+        if store is None:
+            source = self.dir.url or self.dir.path
+            assert source is not None
+            store = self._stores[loop_id] = open_store(
+                source, storage_options=self.storage_options, session_options=self.session_options
+            )
+        return store
+
+    async def close_store(self) -> None:
+        """Close the running loop's store (the caller's loop may end after an ``async for``)."""
+        store = self._stores.pop(id(asyncio.get_running_loop()), None)
+        if store is not None:
+            await store.aclose()
+
+    def cache(self, max_bytes: int) -> ChunkCache:
+        """This process's cache (same object for every epoch, so its accounting carries over)."""
+        assert self.cache_dir is not None
+        if self._pid != os.getpid():
+            self._pid, self._stores, self._cache = os.getpid(), {}, None
+        if self._cache is None:
+            self._cache = ChunkCache(self.cache_dir, max_bytes)
+        self._cache.max_bytes = max_bytes
+        return self._cache
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of every chunk once in the cache (decompressed)."""
+        return {n: int(e.chunk_bytes) for n, e in zip(self.names, self.entries, strict=True)}
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def open_local(self, i: int, path: str | os.PathLike[str] | None = None) -> OpenChunk:
+        """Open chunk ``i`` from ``path`` (default: its in-place file) through an mmap."""
+        if path is None:
+            assert self.dir.path is not None
+            path = os.path.join(self.dir.path, self.names[i])
+        return OpenChunk(map_file(path), self.entries[i], self.index.config, self.encryption)
+
+    async def fetch(self, i: int, tmp: Path) -> None:
+        """Download chunk ``i`` into ``tmp`` (decompressed), verifying its size and checksum.
+
+        A chunk that arrives corrupt is fetched once more before :class:`CorruptChunkError`.
+        """
+        from aiolit.format import decompress_file
+
+        entry = self.entries[i]
+        store = self.store()
+        problem = ""
+        for _attempt in range(2):
+            if self.compressed[i]:
+                ztmp = tmp.with_name(tmp.name + ".z")
+                try:
+                    await store.get_to_file(entry.filename, ztmp)
+                    await asyncio.to_thread(_decompress_to, ztmp, tmp, entry.filename, decompress_file)
+                finally:
+                    ztmp.unlink(missing_ok=True)
+            else:
+                await store.get_to_file(entry.filename, tmp, size=int(entry.chunk_bytes))
+            size = tmp.stat().st_size
+            if size != int(entry.chunk_bytes):
+                problem = f"{size} bytes instead of the {entry.chunk_bytes} the index lists"
+                continue
+            checksum = await asyncio.to_thread(_checksum_problem, tmp, entry)
+            if checksum is None:
+                return
+            problem = checksum
+        raise CorruptChunkError(f"{self.url}/{entry.filename}: downloaded twice, still corrupt: {problem}")
+
+    async def fetch_item(self, i: int, k: int) -> bytes:
+        """Read item ``k`` of (uncompressed, unencrypted) chunk ``i`` with two range requests."""
+        entry = self.entries[i]
+        store = self.store()
+        pair = await store.get_range(entry.filename, 4 * (1 + k), 4 * (1 + k) + 8)
+        if len(pair) != 8:
+            raise CorruptChunkError(f"{self.url}/{entry.filename}: truncated header at item {k}")
+        start, end = struct.unpack("<II", pair)
+        if not 0 < start <= end <= int(entry.chunk_bytes):
+            raise CorruptChunkError(f"{self.url}/{entry.filename}: bad offsets {start}..{end} for item {k}")
+        return await store.get_range(entry.filename, start, end)
+
+    @property
+    def range_readable(self) -> bool:
+        """Whether single items can be read by byte range (remote, uncompressed, unencrypted)."""
+        config = self.index.config
+        return not self.in_place and not config.get("compression") and not config.get("encryption")
+
+
+def _decompress_to(src: Path, dst: Path, filename: str, decompress: Any) -> None:
+    data = decompress(src.read_bytes(), filename)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise FormatError(f"{filename}: decompression returned {type(data).__name__}")
+    dst.write_bytes(data)

@@ -1,0 +1,510 @@
+"""StreamingDataset: LitData's streaming dataset over aiolit's async engine.
+
+This module imports torch (the class is a ``torch.utils.data.IterableDataset``); ``import
+aiolit`` and ``import aiolit.streaming`` do not, they load this module on first use of the name.
+
+Iteration (sync or ``async for``) asks :mod:`aiolit.streaming._plan` for this worker's exact read
+order, keeps the next chunks downloading (:mod:`._prefetch`) into the cache (:mod:`._cache`) and
+decodes samples from mmaps in the consumer's thread (:mod:`._run`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from aiolit.format import check_encryption
+from aiolit.streaming import _state
+from aiolit.streaming._cache import parse_size
+from aiolit.streaming._plan import EpochPlan, Interval, Topology, chunk_intervals
+from aiolit.streaming._resolve import Dir, resolve_dir
+from aiolit.streaming._run import Need, Run
+from aiolit.streaming._source import DataSource, OpenChunk
+from aiolit.streaming.item_loader import BaseItemLoader, ParquetLoader, PyTreeLoader, TokensLoader
+
+__all__ = ["StreamingDataset"]
+
+
+def _distributed() -> tuple[int, int]:
+    """``(world_size, rank)`` from torch.distributed when initialised, else WORLD_SIZE/RANK env."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("GLOBAL_RANK", os.environ.get("RANK", "0")))
+    return world, rank
+
+
+class StreamingDataset(IterableDataset[Any]):
+    """Stream an optimized (LitData-format) dataset from a local directory or an object store.
+
+    Parameters
+    ----------
+    input_dir : str or Dir
+        Local path (read in place), ``local:/path`` (copied into the cache), ``s3://``,
+        ``gs://``, ``azure://`` URL, or ``Dir(path=cache, url=source)``.
+    cache_dir : str, optional
+        Root of the chunk cache; default ``$AIOLIT_CACHE_DIR`` or ``~/.cache/aiolit/chunks``.
+    item_loader : BaseItemLoader, optional
+        ``PyTreeLoader()`` (default) or ``TokensLoader(block_size)``.
+    shuffle : bool
+        Shuffle chunks and the items inside them, per ``(seed, epoch)``.
+    drop_last : bool, optional
+        Drop the samples that do not fill a batch on every rank. ``None``: True when the world
+        size is above 1.
+    seed : int
+        Shuffle seed.
+    serializers : dict, optional
+        Extra or replacement serializers by name.
+    max_cache_size : int or str
+        Cache budget of this node (``"100GB"``), shared by the loader workers.
+    subsample : float
+        Fraction of the dataset per epoch (> 1 upsamples).
+    encryption : Encryption, optional
+        Key of an encrypted dataset.
+    storage_options, session_options : dict, optional
+        Client options of the object store.
+    max_pre_download : int
+        Chunks each worker keeps downloaded ahead of the one it reads.
+    index_path : str, optional
+        ``index.json`` (or its directory) to use when the dataset has none.
+    force_override_state_dict : bool
+        Accept a resume state that does not match this dataset.
+    transform : callable or list of callables, optional
+        Applied to every sample (iteration and ``ds[i]``; not to slices).
+    allow_pickle : bool
+        Allow decoding ``pickle`` fields (never enable it for untrusted data).
+    """
+
+    def __init__(
+        self,
+        input_dir: str | Dir,
+        cache_dir: str | Dir | None = None,
+        item_loader: BaseItemLoader | None = None,
+        shuffle: bool = False,
+        drop_last: bool | None = None,
+        seed: int = 42,
+        serializers: dict[str, Any] | None = None,
+        max_cache_size: int | str = "100GB",
+        subsample: float = 1.0,
+        encryption: Any = None,
+        storage_options: dict[str, Any] | None = None,
+        session_options: dict[str, Any] | None = None,
+        max_pre_download: int = 2,
+        index_path: str | None = None,
+        force_override_state_dict: bool = False,
+        transform: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
+        allow_pickle: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_bool("shuffle", shuffle)
+        if drop_last is not None:
+            _check_bool("drop_last", drop_last)
+        _check_bool("force_override_state_dict", force_override_state_dict)
+        _check_bool("allow_pickle", allow_pickle)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if isinstance(subsample, bool) or not isinstance(subsample, int | float) or not subsample > 0:
+            raise ValueError(f"subsample must be a float greater than 0, got {subsample!r}")
+        if not math.isfinite(subsample):
+            raise ValueError(f"subsample must be finite, got {subsample!r}")
+        if (
+            isinstance(max_pre_download, bool)
+            or not isinstance(max_pre_download, int)
+            or max_pre_download < 0
+        ):
+            raise ValueError(f"max_pre_download must be an int >= 0, got {max_pre_download!r}")
+        if item_loader is not None and not isinstance(item_loader, BaseItemLoader):
+            raise ValueError(
+                f"item_loader must be a PyTreeLoader, TokensLoader or ParquetLoader, got {item_loader!r}"
+            )
+        if isinstance(item_loader, ParquetLoader):
+            raise NotImplementedError("item_loader: ParquetLoader datasets are not supported by aiolit yet")
+        for name, opts in (("storage_options", storage_options), ("session_options", session_options)):
+            if opts is not None and not isinstance(opts, dict):
+                raise ValueError(f"{name} must be a dict, got {type(opts).__name__}")
+        if serializers is not None and not isinstance(serializers, dict):
+            raise ValueError(
+                f"serializers must be a dict of name -> Serializer, got {type(serializers).__name__}"
+            )
+        if transform is not None:
+            funcs = list(transform) if isinstance(transform, list | tuple) else [transform]
+            for f in funcs:
+                if not callable(f):
+                    raise ValueError(f"transform must be a callable or a list of callables, got {f!r}")
+            # Only set when given: a subclass may define a `transform` method instead.
+            self.transform = transform
+        if index_path is not None and not isinstance(index_path, str | os.PathLike):
+            raise ValueError(f"index_path must be a path, got {index_path!r}")
+        self.max_cache_size = parse_size(max_cache_size)
+
+        self.input_dir = resolve_dir(input_dir)
+        if isinstance(cache_dir, Dir):
+            if self.input_dir.url is not None and self.input_dir.path is None and cache_dir.path:
+                self.input_dir = Dir(path=os.path.abspath(cache_dir.path), url=self.input_dir.url)
+            cache_dir = None
+        if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
+            raise ValueError(f"cache_dir must be a path or a Dir, got {cache_dir!r}")
+        self.cache_dir = cache_dir
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.subsample = float(subsample)
+        self.max_pre_download = max_pre_download
+        self.force_override_state_dict = force_override_state_dict
+        self.allow_pickle = allow_pickle
+        self.serializers = serializers
+        self.encryption = encryption
+        self._user_loader = item_loader is not None
+
+        self.source = DataSource(
+            self.input_dir,
+            cache_dir=cache_dir,
+            index_path=os.fspath(index_path) if index_path is not None else None,
+            storage_options=storage_options,
+            session_options=session_options,
+            encryption=encryption,
+        )
+        config = self.source.index.config
+        expected = self.source.index.item_loader
+        self.item_loader: BaseItemLoader = item_loader or (
+            TokensLoader() if expected == "TokensLoader" else PyTreeLoader()
+        )
+        if self.item_loader.name != expected:
+            raise ValueError(
+                f"item_loader: the dataset at {self.source.url} was written for {expected}, "
+                f"got {type(self.item_loader).__name__}"
+            )
+        check_encryption(config, encryption, f"encryption: the dataset at {self.source.url}")
+        self.item_loader.setup(self.source.index, serializers=serializers, allow_pickle=allow_pickle)
+        self._units = [self.item_loader.units(e) for e in self.source.entries]
+        self.intervals: list[Interval] = chunk_intervals(
+            self._units, subsample=self.subsample, shuffle=shuffle, seed=seed
+        )
+        self._starts = _cumulative([iv.end - iv.start for iv in self.intervals])
+        self.current_epoch = 1
+        self.batch_size = 1
+        self.num_workers = 0
+        self._resume: dict[str, Any] | None = None
+        self._world: tuple[int, int] | None = None
+
+    # -- LitData setters ------------------------------------------------------------------------
+
+    def set_epoch(self, current_epoch: int) -> None:
+        """Set the epoch (reshuffles); ignored while a resume state is pending, as LitData."""
+        if self._resume is None:
+            self.current_epoch = int(current_epoch)
+
+    def set_shuffle(self, shuffle: bool) -> None:
+        """Turn shuffling on or off (recomputes the subsample walk)."""
+        _check_bool("shuffle", shuffle)
+        if shuffle != self.shuffle:
+            self.shuffle = shuffle
+            self.intervals = chunk_intervals(
+                self._units, subsample=self.subsample, shuffle=shuffle, seed=self.seed
+            )
+            self._starts = _cumulative([iv.end - iv.start for iv in self.intervals])
+
+    def set_drop_last(self, drop_last: bool) -> None:
+        """Set ``drop_last`` (the loader forwards its argument here)."""
+        _check_bool("drop_last", drop_last)
+        self.drop_last = drop_last
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """The loader's batch size: worker budgets are whole batches."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = batch_size
+
+    def set_num_workers(self, num_workers: int) -> None:
+        """The loader's worker count: the epoch is split over ``world_size * num_workers``."""
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        self.num_workers = num_workers
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def capture_world(self) -> None:
+        """Record the world size/rank now (the loader calls it before starting its workers)."""
+        self._world = _distributed()
+
+    def _topology(self) -> tuple[Topology, int]:
+        info = get_worker_info()
+        if info is not None:
+            # Loader workers do not inherit the process group: use what the parent recorded.
+            world, rank = self._world or _distributed()
+            return Topology(world, rank, info.num_workers), info.id
+        world, rank = _distributed()
+        return Topology(world, rank, self.num_workers), 0
+
+    def _drop_last(self, topology: Topology) -> bool:
+        return self.drop_last if self.drop_last is not None else topology.world_size > 1
+
+    def _plan(self, topology: Topology, epoch: int) -> EpochPlan:
+        return EpochPlan(
+            self.intervals,
+            topology,
+            batch_size=self.batch_size,
+            drop_last=self._drop_last(topology),
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=epoch,
+        )
+
+    def __len__(self) -> int:
+        topology, _ = self._topology()
+        return self._plan(topology, self.current_epoch).rank_length
+
+    def get_len(self, num_workers: int, batch_size: int) -> int:
+        """This rank's epoch length for a loader with ``num_workers`` and ``batch_size``."""
+        world, rank = _distributed()
+        plan = EpochPlan(
+            self.intervals,
+            Topology(world, rank, num_workers),
+            batch_size=batch_size,
+            drop_last=self._drop_last(Topology(world, rank, num_workers)),
+        )
+        return plan.rank_length
+
+    def _cache_share(self, topology: Topology) -> int:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+        return max(1, self.max_cache_size // (topology.num_workers * max(1, local)))
+
+    def _new_run(self) -> Run:
+        topology, worker_id = self._topology()
+        epoch = self.current_epoch
+        start = (0, 0)
+        if self._resume is not None:
+            epoch, counts = _state.resume_counts(self, self._resume, topology)
+            plan = self._plan(topology, epoch)
+            start = plan.worker(worker_id).locate(counts[worker_id])
+        else:
+            plan = self._plan(topology, epoch)
+        return Run(
+            plan.worker(worker_id),
+            start,
+            self.source,
+            self._producer(),
+            max_cache_bytes=self._cache_share(topology),
+            depth=self.max_pre_download,
+        )
+
+    def _producer(self) -> Callable[[OpenChunk, int, int], Any]:
+        if type(self).__getitem__ is not StreamingDataset.__getitem__:
+            # A subclass' __getitem__ sees every sample (LitData calls it during iteration too).
+            getitem = self.__getitem__
+            return lambda chunk, chunk_id, k: getitem(_Located(chunk, chunk_id, k))
+        load = self.item_loader.load
+        transform = self._transforms()
+        if not transform:
+            return lambda chunk, chunk_id, k: load(chunk, k)
+
+        def produce(chunk: OpenChunk, chunk_id: int, k: int) -> Any:
+            item = load(chunk, k)
+            for f in transform:
+                item = f(item)
+            return item
+
+        return produce
+
+    def _transforms(self) -> list[Callable[[Any], Any]]:
+        transform = getattr(self, "transform", None)
+        if transform is None:
+            return []
+        return list(transform) if isinstance(transform, list | tuple) else [transform]
+
+    def _finish_epoch(self) -> None:
+        self._resume = None
+        self.current_epoch += 1
+
+    # -- iteration ------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        run = self._new_run()
+        walk = run.walk()
+        reply: OpenChunk | None = None
+        try:
+            while True:
+                try:
+                    out = walk.send(reply)
+                except StopIteration:
+                    break
+                reply = None
+                if type(out) is Need:
+                    reply = run.open_sync(out.step)
+                    continue
+                yield out
+            self._finish_epoch()
+        finally:
+            walk.close()
+            run.close_sync()
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        """Iterate on the caller's running event loop (downloads overlap with the consumer)."""
+        run = self._new_run()
+        walk = run.walk()
+        reply: OpenChunk | None = None
+        try:
+            while True:
+                try:
+                    out = walk.send(reply)
+                except StopIteration:
+                    break
+                reply = None
+                if type(out) is Need:
+                    reply = await run.open_async(out.step)
+                    continue
+                yield out
+            self._finish_epoch()
+        finally:
+            walk.close()
+            await run.aclose()
+
+    # -- random access --------------------------------------------------------------------------
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        total = self._starts[-1]
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"dataset indices must be int or slice, got {type(index).__name__}")
+        if index < 0:
+            index += total
+        if not 0 <= index < total:
+            raise IndexError(f"index {index} is out of range for a dataset of length {total}")
+        import bisect
+
+        j = bisect.bisect_right(self._starts, index) - 1
+        iv = self.intervals[j]
+        return iv.chunk, iv.start + index - self._starts[j]
+
+    def __getitem__(self, index: Any) -> Any:
+        """``ds[i]``: sample ``i`` of the (subsampled) dataset, transformed; ``ds[a:b]``: a list."""
+        if isinstance(index, _Located):
+            item = self.item_loader.load(index.chunk, index.k)
+        elif isinstance(index, slice):
+            return [self._read(*self._locate(i)) for i in range(*index.indices(self._starts[-1]))]
+        else:
+            item = self._read(*self._locate(index))
+        for f in self._transforms():
+            item = f(item)
+        return item
+
+    def _read(self, chunk_id: int, k: int) -> Any:
+        from aiolit import _loop
+
+        source = self.source
+        if source.in_place:
+            return self.item_loader.load(self._open_cached(chunk_id), k)
+        if (
+            source.range_readable
+            and isinstance(self.item_loader, PyTreeLoader)
+            and not self._cached(chunk_id)
+        ):
+            return self.item_loader.decode(_loop.run(source.fetch_item(chunk_id, k)))
+        return self.item_loader.load(_loop.run(self._aopen(chunk_id)), k)
+
+    async def aget(self, index: int) -> Any:
+        """``await ds.aget(i)``: :meth:`__getitem__` for an int, on the caller's loop."""
+        chunk_id, k = self._locate(index)
+        source = self.source
+        if source.in_place:
+            item = self.item_loader.load(self._open_cached(chunk_id), k)
+        elif (
+            source.range_readable
+            and isinstance(self.item_loader, PyTreeLoader)
+            and not self._cached(chunk_id)
+        ):
+            item = self.item_loader.decode(await source.fetch_item(chunk_id, k))
+        else:
+            item = self.item_loader.load(await self._aopen(chunk_id), k)
+        for f in self._transforms():
+            item = f(item)
+        return item
+
+    def _cached(self, chunk_id: int) -> bool:
+        assert self.source.cache_dir is not None
+        return (self.source.cache_dir / self.source.names[chunk_id]).exists()
+
+    def _open_cached(self, chunk_id: int) -> OpenChunk:
+        # Keep the last chunk open: sequential ds[i] calls then cost one mmap per chunk.
+        last = self.__dict__.get("_last_open")
+        if last is not None and last[0] == chunk_id:
+            chunk: OpenChunk = last[1]
+            return chunk
+        chunk = self.source.open_local(chunk_id)
+        self.__dict__["_last_open"] = (chunk_id, chunk)
+        return chunk
+
+    async def _aopen(self, chunk_id: int) -> OpenChunk:
+        source = self.source
+        assert source.cache_dir is not None
+        path = source.cache_dir / source.names[chunk_id]
+        if not path.exists():
+            cache = source.cache(self._cache_share(self._topology()[0]))
+            size = source.sizes()[source.names[chunk_id]]
+            cache.reserve(source.names[chunk_id], size, next_use=lambda n: math.inf, force=True)
+            tmp = cache.temp_path(source.names[chunk_id])
+            try:
+                await source.fetch(chunk_id, tmp)
+                cache.commit(source.names[chunk_id], tmp)
+            except BaseException:
+                cache.cancel(source.names[chunk_id])
+                tmp.unlink(missing_ok=True)
+                raise
+        return source.open_local(chunk_id, path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_last_open", None)
+        return state
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def state_dict(self, num_samples_yielded: int, num_workers: int, batch_size: int) -> dict[str, Any]:
+        """LitData's resume state after the loader yielded ``num_samples_yielded`` samples."""
+        return _state.dataset_state(self, num_samples_yielded, num_workers, batch_size)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from ``state_dict`` at the next iteration (validated; see StateDictError)."""
+        self._resume = _state.validate(self, state_dict)
+
+    def reset_state_dict(self) -> None:
+        """Forget a loaded resume state."""
+        self._resume = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(input_dir={self.source.url!r}, chunks={len(self.source.entries)}, "
+            f"samples={self._starts[-1]}, shuffle={self.shuffle}, item_loader={type(self.item_loader).__name__})"
+        )
+
+
+class _Located:
+    """An index handed to a subclass' ``__getitem__`` during iteration (LitData's ChunkedIndex)."""
+
+    __slots__ = ("chunk", "chunk_index", "k")
+
+    def __init__(self, chunk: OpenChunk, chunk_index: int, k: int) -> None:
+        self.chunk = chunk
+        self.chunk_index = chunk_index
+        self.k = k
+
+    @property
+    def index(self) -> int:
+        return self.k
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
+def _cumulative(sizes: list[int]) -> list[int]:
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out

@@ -1,0 +1,173 @@
+"""Item loaders: how a chunk's items become samples (PyTree, token blocks, Parquet rows).
+
+A loader is bound to a dataset's index with :meth:`BaseItemLoader.setup`, says how many samples
+each chunk holds (:meth:`~BaseItemLoader.units`) and decodes sample ``k`` of an open chunk
+(:meth:`~BaseItemLoader.load`). Decoding happens in the consumer's thread, from an mmap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from aiolit.format import ChunkEntry, Index, SampleCodec
+    from aiolit.streaming._source import OpenChunk
+
+__all__ = ["BaseItemLoader", "ParquetLoader", "PyTreeLoader", "TokensLoader"]
+
+
+class BaseItemLoader:
+    """Base class; ``name`` is the value LitData writes as ``config["item_loader"]``."""
+
+    name = "BaseItemLoader"
+
+    def state_dict(self) -> dict[str, Any]:
+        """What must match on resume (LitData's ``item_loader`` state entry)."""
+        return {}
+
+    def setup(
+        self, index: Index, *, serializers: dict[str, Any] | None = None, allow_pickle: bool = False
+    ) -> None:
+        """Bind to a dataset's index (data format, dtypes); called once per dataset."""
+
+    def units(self, entry: ChunkEntry) -> int:
+        """Samples chunk ``entry`` yields."""
+        return int(entry.chunk_size)
+
+    def load(self, chunk: OpenChunk, k: int) -> Any:
+        """Decode sample ``k`` of ``chunk``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read chunks")
+
+    @property
+    def supports_range_reads(self) -> bool:
+        """Whether one sample can be read with a byte-range request (no whole-chunk download)."""
+        return False
+
+
+class PyTreeLoader(BaseItemLoader):
+    """The default: each item is a pytree of serialized leaves."""
+
+    name = "PyTreeLoader"
+
+    def __init__(self) -> None:
+        self._codec: SampleCodec | None = None
+        self._codec_args: tuple[list[str], Any, dict[str, Any] | None, bool] | None = None
+
+    def setup(
+        self, index: Index, *, serializers: dict[str, Any] | None = None, allow_pickle: bool = False
+    ) -> None:
+        config = index.config
+        self._codec_args = (
+            list(config.get("data_format") or []),
+            config.get("data_spec"),
+            serializers,
+            allow_pickle,
+        )
+        self._codec = None
+        self._build()
+
+    def _build(self) -> SampleCodec:
+        from aiolit.format import SampleCodec
+
+        assert self._codec_args is not None, "PyTreeLoader.setup() was not called"
+        data_format, data_spec, serializers, allow_pickle = self._codec_args
+        self._codec = SampleCodec(data_format, data_spec, serializers=serializers, allow_pickle=allow_pickle)
+        return self._codec
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The codec holds unpicklable parsers; workers rebuild it from the arguments.
+        state = self.__dict__.copy()
+        state["_codec"] = None
+        return state
+
+    def decode(self, payload: bytes | memoryview) -> Any:
+        """Decode one item payload (as stored, after decryption/decompression)."""
+        codec = self._codec or self._build()
+        return codec.decode(payload)
+
+    def load(self, chunk: OpenChunk, k: int) -> Any:
+        return self.decode(chunk.view.item(k))
+
+    @property
+    def supports_range_reads(self) -> bool:
+        return True
+
+
+class TokensLoader(BaseItemLoader):
+    """Token datasets: items are 1-D token arrays read back as fixed-size blocks of ``block_size``.
+
+    Block ``j`` of a chunk is tokens ``[j * block_size, (j + 1) * block_size)`` of the chunk's
+    concatenated token stream: blocks cross sequence boundaries but never chunk boundaries, and
+    each chunk's ``dim % block_size`` tail is dropped (LitData's lengths). Blocks come back as a
+    ``torch.Tensor`` for ``no_header_tensor`` data and a ``numpy.ndarray`` for ``no_header_numpy``,
+    always copies (never views of the mmap).
+    """
+
+    name = "TokensLoader"
+
+    def __init__(self, block_size: int | None = None) -> None:
+        if block_size is not None and (
+            isinstance(block_size, bool) or not isinstance(block_size, int) or block_size <= 0
+        ):
+            raise ValueError(f"TokensLoader(block_size=...) must be a positive int, got {block_size!r}")
+        self.block_size = block_size
+        self._dtype: np.dtype[Any] | None = None
+        self._torch_dtype: str | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"block_size": self.block_size}
+
+    def setup(
+        self, index: Index, *, serializers: dict[str, Any] | None = None, allow_pickle: bool = False
+    ) -> None:
+        from aiolit.errors import FormatError
+        from aiolit.format import token_dtype
+
+        if self.block_size is None:
+            raise ValueError("TokensLoader(block_size=...) is required to read a dataset")
+        fmt = list(index.config.get("data_format") or [])
+        if len(fmt) != 1:
+            raise FormatError(f"TokensLoader needs a dataset of 1-D token arrays, got data_format {fmt}")
+        self._dtype = token_dtype(fmt[0])  # raises FormatError for anything but no_header_*:N
+        # no_header_tensor data comes back as tensors, no_header_numpy as arrays (as LitData).
+        self._torch_dtype = self._dtype.name if fmt[0].startswith("no_header_tensor") else None
+        for entry in index.chunks:
+            if entry.dim is None:
+                raise FormatError(f"TokensLoader: chunk {entry.filename} has no 'dim' in the index")
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The numpy dtype of the token stream."""
+        assert self._dtype is not None, "TokensLoader.setup() was not called"
+        return self._dtype
+
+    def units(self, entry: ChunkEntry) -> int:
+        assert self.block_size is not None
+        return int(entry.dim or 0) // self.block_size
+
+    def block(self, chunk: OpenChunk, k: int) -> npt.NDArray[Any]:
+        """Block ``k`` of ``chunk`` as a numpy view of the mmap (not a copy)."""
+        assert self.block_size is not None
+        tokens = chunk.tokens(self.dtype)
+        return tokens[k * self.block_size : (k + 1) * self.block_size]
+
+    def wrap(self, array: npt.NDArray[Any]) -> Any:
+        """Turn a (copied) token array into what the loader yields."""
+        if self._torch_dtype is None:
+            return array
+        import torch
+
+        return torch.from_numpy(array)
+
+    def load(self, chunk: OpenChunk, k: int) -> Any:
+        return self.wrap(self.block(chunk, k).copy())
+
+
+class ParquetLoader(BaseItemLoader):
+    """Rows of Parquet files indexed by ``index_parquet_dataset`` (not readable by aiolit yet)."""
+
+    name = "ParquetLoader"
