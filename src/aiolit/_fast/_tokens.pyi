@@ -1,0 +1,19 @@
+"""Type stubs for :mod:`aiolit._fast._tokens` (Cython)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+def token_blocks_locate(
+    block_ids: npt.ArrayLike, cumulative_blocks: npt.ArrayLike, block_size: int = 1
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``(chunk_ids, in_chunk * block_size)`` for each global block id (binary search)."""
+
+def copy_token_blocks(
+    sources: list[npt.NDArray[Any]],
+    starts: npt.ArrayLike,
+    block_size: int,
+    out: npt.NDArray[Any],
+) -> None:
+    """Copy ``sources[i][starts[i] : starts[i] + block_size]`` into ``out[i]`` for every row."""
