@@ -33,6 +33,10 @@ _LAZY: dict[str, str] = {
     "merge_datasets": "aiolit.processing.merge",
     "merge_datasets_async": "aiolit.processing.merge",
     "ALL_DONE": "aiolit.processing._sources",
+    "index_parquet_dataset": "aiolit.processing.parquet",
+    "index_parquet_dataset_async": "aiolit.processing.parquet",
+    "walk": "aiolit.processing.walk",
+    "StreamingRawDataset": "aiolit.raw",
     # format
     "FernetEncryption": "aiolit.format",
     "Encryption": "aiolit.format",

@@ -10,13 +10,18 @@ from aiolit.processing._sources import ALL_DONE
 from aiolit.processing.map import map, map_async
 from aiolit.processing.merge import merge_datasets, merge_datasets_async
 from aiolit.processing.optimize import optimize, optimize_async
+from aiolit.processing.parquet import index_parquet_dataset, index_parquet_dataset_async
+from aiolit.processing.walk import walk
 
 __all__ = [
     "ALL_DONE",
+    "index_parquet_dataset",
+    "index_parquet_dataset_async",
     "map",
     "map_async",
     "merge_datasets",
     "merge_datasets_async",
     "optimize",
     "optimize_async",
+    "walk",
 ]

@@ -1,0 +1,12 @@
+"""Raw files as a dataset: :class:`StreamingRawDataset` streams files as they are, no conversion.
+
+``import aiolit.raw`` does not import torch; the dataset works with ``torch.utils.data.DataLoader``
+through ``__len__``/``__getitem__``/``__getitems__``.
+"""
+
+from __future__ import annotations
+
+from aiolit.raw.dataset import StreamingRawDataset
+from aiolit.raw.indexer import BaseIndexer, FileIndexer, FileMetadata
+
+__all__ = ["BaseIndexer", "FileIndexer", "FileMetadata", "StreamingRawDataset"]
