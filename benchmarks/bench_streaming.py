@@ -1,6 +1,7 @@
 """Local read throughput: aiolit vs litdata on the same data, and the page-cache read rate.
 
-Run: ``PYTHONPATH=src python benchmarks/bench_streaming.py [--samples 200000] [--tokens 20000000]``
+Run: ``PYTHONPATH=src python benchmarks/bench_streaming.py [--samples 200000] [--tokens 20000000]
+[--shapes all|NAME,...]``
 
 Both libraries read the same directories (written by aiolit's ChunkWriter in LitData's format),
 after one warm-up pass so the files are in the page cache. No DataLoader: this measures the
@@ -19,13 +20,23 @@ from typing import Any
 
 import numpy as np
 
+# Small-sample shapes: name -> sample i. Per-sample overhead dominates all of them.
+SHAPES: dict[str, Callable[[int], Any]] = {
+    "dict:int/str/int": lambda i: {"index": i, "text": f"sample {i}", "label": i % 10},
+    "tuple:int*3": lambda i: (i, -i, 3 * i),
+    "dict:int/float/bool": lambda i: {"id": i, "score": i / 7, "keep": i % 2 == 0},
+    "dict:f32[16]/int": lambda i: {"x": np.full(16, i, np.float32), "y": i % 10},
+    "dict:u8[4x4]/int": lambda i: {"img": np.full((4, 4), i % 256, np.uint8), "y": i % 10},
+    "dict:str100": lambda i: {"text": f"{i:08d} " + "lorem ipsum " * 8},
+}
 
-def write_small(path: str, n: int) -> None:
+
+def write_small(path: str, n: int, make: Callable[[int], Any] = SHAPES["dict:int/str/int"]) -> None:
     from aiolit.format import ChunkWriter, merge_shards
 
     writer = ChunkWriter(path, chunk_bytes="8MB")
     for i in range(n):
-        writer.add({"index": i, "text": f"sample {i}", "label": i % 10})
+        writer.add(make(i))
     writer.done()
     merge_shards(path)
 
@@ -72,6 +83,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200_000)
     parser.add_argument("--tokens", type=int, default=20_000_000)
     parser.add_argument("--block", type=int, default=2049)
+    parser.add_argument("--shapes", default="all", help="comma-separated SHAPES names, or 'all'")
     args = parser.parse_args()
 
     import litdata
@@ -80,20 +92,26 @@ def main() -> None:
 
     root = tempfile.mkdtemp(prefix="aiolit-bench-")
     try:
-        small, tokens = os.path.join(root, "small"), os.path.join(root, "tokens")
-        write_small(small, args.samples)
-        write_tokens(tokens, args.tokens)
+        names = list(SHAPES) if args.shapes == "all" else args.shapes.split(",")
+        print(
+            f"{'small samples (' + str(args.samples) + ')':24s} {'aiolit/s':>10s} {'litdata/s':>10s}  ratio"
+        )
+        for name in names:
+            small = os.path.join(root, f"small-{len(os.listdir(root))}")
+            write_small(small, args.samples, SHAPES[name])
+            a_small, _ = rate(lambda: al.StreamingDataset(small))  # noqa: B023 - used right here
+            l_small, _ = rate(lambda: litdata.StreamingDataset(small))  # noqa: B023
+            print(f"{name:24s} {a_small:10,.0f} {l_small:10,.0f}  {a_small / l_small:.2f}x")
+            shutil.rmtree(small, ignore_errors=True)
 
-        a_small, _ = rate(lambda: al.StreamingDataset(small))
-        l_small, _ = rate(lambda: litdata.StreamingDataset(small))
+        tokens = os.path.join(root, "tokens")
+        write_tokens(tokens, args.tokens)
         a_tok, nb = rate(lambda: al.StreamingDataset(tokens, item_loader=al.TokensLoader(args.block)))
         l_tok, _ = rate(
             lambda: litdata.StreamingDataset(tokens, item_loader=litdata.TokensLoader(args.block))
         )
         page = page_cache_rate(tokens)
 
-        print(f"small samples ({args.samples}): aiolit {a_small:,.0f}/s  litdata {l_small:,.0f}/s  "
-              f"ratio {a_small / l_small:.2f}x")  # fmt: skip
         print(f"token blocks ({nb} x {args.block}): aiolit {a_tok * args.block / 1e6:,.1f} Mtok/s  "
               f"litdata {l_tok * args.block / 1e6:,.1f} Mtok/s  ratio {a_tok / l_tok:.2f}x")  # fmt: skip
         tok_bytes = a_tok * args.block * 4

@@ -2,16 +2,89 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import collections
+import mmap
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from aiolit._fast import _decode
 from aiolit.errors import CorruptChunkError, FormatError, PickleNotAllowedError
+from aiolit.format._dtypes import NUMPY_DTYPES
 from aiolit.format._pytree import TreeSpec, flatten, treespec_dumps, treespec_loads, unflatten
-from aiolit.format._serializers import PickleSerializer, resolve_serializers, serializer_for_format
+from aiolit.format._serializers import (
+    BoolSerializer,
+    BytesSerializer,
+    FloatSerializer,
+    IntSerializer,
+    NoHeaderNumpySerializer,
+    NumpySerializer,
+    PickleSerializer,
+    StrSerializer,
+    TextSerializer,
+    _RawFile,
+    resolve_serializers,
+    serializer_for_format,
+)
 
 __all__ = ["SampleCodec"]
+
+# Built-in serializers whose leaves the compiled decoder reads itself (exact types only: a user
+# subclass may deserialize differently). Everything else is called through its ``deserialize``.
+_FAST_KINDS: dict[type, str] = {
+    IntSerializer: "int",
+    FloatSerializer: "float",
+    BoolSerializer: "bool",
+    StrSerializer: "str",
+    TextSerializer: "str",
+    BytesSerializer: "bytes",
+    _RawFile: "bytes",
+    NumpySerializer: "numpy",
+    NoHeaderNumpySerializer: "no_header_numpy",
+}
+
+
+def _leaf_kind(serializer: Any) -> tuple[int, Any]:
+    """(kind code, no_header_numpy dtype or None) of one leaf for :class:`_decode.ItemDecoder`."""
+    kind = _FAST_KINDS.get(type(serializer), "other")
+    dtype = None
+    if kind == "no_header_numpy":
+        dtype = serializer._dtype
+        if dtype is None:  # not set up: the serializer raises its own error
+            kind = "other"
+    return _decode.K_CODES[kind], dtype
+
+
+def _template(spec: TreeSpec) -> tuple[Any, ...]:
+    """The structure as :class:`_decode.ItemDecoder` walks it (built once per data_spec)."""
+    ops = _decode.OPS
+    if spec.type is None:
+        return (ops["leaf"],)
+    children = tuple(_template(c) for c in spec.children)
+    if spec.type == "builtins.dict":
+        return (ops["dict"], tuple(spec.context), children)
+    if spec.type == "builtins.list":
+        return (ops["list"], None, children)
+    if spec.type == "builtins.tuple":
+        return (ops["tuple"], None, children)
+    return (ops["call"], _rebuild(spec), children)
+
+
+def _rebuild(spec: TreeSpec) -> Callable[[list[Any]], Any]:
+    """``values -> node`` for the less common containers (as :func:`unflatten` builds them)."""
+    kind, context = spec.type, spec.context
+    if kind == "collections.OrderedDict":
+        return lambda values: collections.OrderedDict(zip(context, values, strict=True))
+    if kind == "collections.defaultdict":
+        factory, keys = context
+        return lambda values: collections.defaultdict(factory, zip(keys, values, strict=True))
+    if kind == "collections.deque":
+        return lambda values: collections.deque(values, maxlen=context)
+    if kind == "collections.namedtuple":
+        return lambda values: context(*values)
+    raise FormatError(f"unknown pytree node type {kind!r} in data_spec")
 
 
 def _choose(leaf: Any, registry: Mapping[str, Any]) -> tuple[str, Any]:
@@ -61,6 +134,20 @@ class SampleCodec:
         self._pickle_fields = [
             i for i, s in enumerate(self._serializers) if type(s) is PickleSerializer and not allow_pickle
         ]
+        self._decoder: Any = None
+        try:
+            template = _template(self.spec)
+        except FormatError:
+            pass  # an unknown node type: decode_general raises it, per item as before
+        else:
+            kinds = [_leaf_kind(s) for s in self._serializers]
+            self._decoder = _decode.ItemDecoder(
+                bytes(k for k, _ in kinds),
+                list(self._serializers),
+                template,
+                [d for _, d in kinds],
+                NUMPY_DTYPES,
+            )
 
     @classmethod
     def for_sample(cls, sample: Any, serializers: Mapping[str, Any] | None = None) -> SampleCodec:
@@ -105,14 +192,36 @@ class SampleCodec:
             return type(leaf).__module__.startswith("PIL.")
         return False
 
-    def decode(self, payload: bytes | memoryview) -> Any:
-        """Deserialize one item payload into the sample."""
+    def _refuse_pickle(self) -> None:
         if self._pickle_fields:
             i = self._pickle_fields[0]
             raise PickleNotAllowedError(
                 f"field {i} (data_format[{i}] = {self.data_format[i]!r}) is pickled; unpickling can run "
                 "arbitrary code, pass allow_pickle=True only for data you trust"
             )
+
+    def decode(self, payload: bytes | memoryview) -> Any:
+        """Deserialize one item payload into the sample."""
+        if self._pickle_fields or self._decoder is None:
+            return self.decode_general(payload)
+        return self._decoder.decode(payload)
+
+    def decode_many(
+        self, data: bytes | memoryview | mmap.mmap, offsets: npt.NDArray[np.uint32], indices: Iterable[int]
+    ) -> list[Any]:
+        """Items ``indices`` of a plain chunk (item ``k`` is ``data[offsets[k]:offsets[k + 1]]``).
+
+        One call for a run of items: the per-item Python call and buffer export are paid once.
+        """
+        if self._pickle_fields or self._decoder is None:
+            view = memoryview(data)
+            return [self.decode_general(view[int(offsets[k]) : int(offsets[k + 1])]) for k in indices]
+        result: list[Any] = self._decoder.decode_many(data, offsets, indices)
+        return result
+
+    def decode_general(self, payload: bytes | memoryview) -> Any:
+        """:meth:`decode` through the serializers and :func:`unflatten` (the reference path)."""
+        self._refuse_pickle()
         view = memoryview(payload).cast("B")
         n = len(self.data_format)
         header = 4 * n

@@ -18,6 +18,7 @@ import multiprocessing
 import pickle
 import queue as queue_module
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -129,13 +130,26 @@ def _drain_progress(q: Any, bar: ProgressBar, stop: threading.Event) -> None:
 
 
 def _kill_pool(pool: ProcessPoolExecutor) -> None:
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    for process in processes:
-        if process.is_alive():
-            process.kill()
+    # Keep the pool's own process table, not a copy: its manager thread may still be starting a
+    # worker while we kill the others, and that late one must not be left running.
+    table: dict[Any, Any] = getattr(pool, "_processes", None) or {}
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.join(timeout=10)
+    deadline = time.monotonic() + 10
+    killed: set[int] = set()
+    while True:
+        processes = list(table.values())
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+            killed.add(id(process))
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        if manager is not None:
+            manager.join(timeout=max(0.0, deadline - time.monotonic()))
+        late = [p for p in list(table.values()) if id(p) not in killed]
+        if not late or time.monotonic() > deadline:
+            break
 
 
 def _close_queue(q: Any) -> None:

@@ -14,20 +14,29 @@ from aiolit.streaming._resolve import Dir
 from aiolit.streaming.item_loader import BaseItemLoader, ParquetLoader, PyTreeLoader, TokensLoader
 
 if TYPE_CHECKING:
+    from aiolit.streaming.combined import CombinedStreamingDataset
     from aiolit.streaming.dataloader import StreamingDataLoader
     from aiolit.streaming.dataset import StreamingDataset
+    from aiolit.streaming.parallel import ParallelStreamingDataset
+    from aiolit.streaming.split import train_test_split
 
 __all__ = [
     "BaseItemLoader",
+    "CombinedStreamingDataset",
     "Dir",
+    "ParallelStreamingDataset",
     "ParquetLoader",
     "PyTreeLoader",
     "StreamingDataLoader",
     "StreamingDataset",
     "TokensLoader",
+    "train_test_split",
 ]
 
 _LAZY = {
+    "CombinedStreamingDataset": "aiolit.streaming.combined",
+    "ParallelStreamingDataset": "aiolit.streaming.parallel",
+    "train_test_split": "aiolit.streaming.split",
     "StreamingDataset": "aiolit.streaming.dataset",
     "StreamingDataLoader": "aiolit.streaming.dataloader",
 }

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Need", "Run"]
 
+# Samples decoded per ``produce_many`` call: enough to amortize the per-call cost (~4 Python calls
+# and a buffer export per sample otherwise), small enough that little is decoded ahead of use.
+_BATCH = 32
+
 
 class Need:
     """A request from :meth:`Run.walk`: open the chunk of plan step ``step``."""
@@ -51,6 +55,9 @@ class Run:
         ``__getitem__``).
     max_cache_bytes, depth
         This process's cache budget and look-ahead in steps.
+    produce_many
+        Optional ``produce_many(chunk, chunk_id, ks)`` -> the samples of ``ks`` (same values as
+        ``produce`` one by one). The walk then decodes up to ``_BATCH`` items per call.
     """
 
     def __init__(
@@ -62,11 +69,13 @@ class Run:
         *,
         max_cache_bytes: int,
         depth: int,
+        produce_many: Callable[[OpenChunk, int, list[int]], list[Any]] | None = None,
     ) -> None:
         self.plan = plan
         self.start = start
         self.source = source
         self.produce = produce
+        self.produce_many = produce_many
         self.max_cache_bytes = max_cache_bytes
         self.depth = depth
         self.prefetcher: Prefetcher | None = None
@@ -74,7 +83,7 @@ class Run:
 
     def walk(self) -> Generator[Any, OpenChunk | None, None]:
         """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks."""
-        plan, produce = self.plan, self.produce
+        plan, produce, many = self.plan, self.produce, self.produce_many
         first, offset = self.start
         for k in range(first, len(plan.steps)):
             chunk_id = plan.steps[k].chunk
@@ -83,8 +92,24 @@ class Run:
             order = plan.order(k)
             if offset:
                 order, offset = order[offset:], 0
-            for i in order.tolist():
-                yield produce(chunk, chunk_id, i)
+            ids = order.tolist()
+            if many is None:
+                for i in ids:
+                    yield produce(chunk, chunk_id, i)
+                continue
+            for b in range(0, len(ids), _BATCH):
+                batch = ids[b : b + _BATCH]
+                try:
+                    samples = many(chunk, chunk_id, batch)
+                except Exception:
+                    # One by one, so the samples before a bad one are still yielded and the
+                    # error surfaces at the sample that caused it (as without batching).
+                    samples = None
+                if samples is None:
+                    for i in batch:
+                        yield produce(chunk, chunk_id, i)
+                else:
+                    yield from samples
 
     # -- opening chunks -------------------------------------------------------------------------
 

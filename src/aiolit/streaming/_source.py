@@ -12,6 +12,7 @@ import hashlib
 import mmap
 import os
 import struct
+import weakref
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,7 +135,7 @@ class DataSource:
         self.session_options = session_options
         self.encryption = encryption
         self._pid = os.getpid()
-        self._stores: dict[int, Store] = {}
+        self._stores = self._track_stores()
         self._cache: ChunkCache | None = None
         self.url: str = input_dir.url or input_dir.path or ""
         self.index: Index = self._read_index(index_path)
@@ -162,6 +163,23 @@ class DataSource:
         state["_stores"] = {}
         state["_cache"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._stores = self._track_stores()
+
+    def _track_stores(self) -> dict[int, tuple[asyncio.AbstractEventLoop, Store]]:
+        # This process's stores, closed when the source is collected or at interpreter exit.
+        stores: dict[int, tuple[asyncio.AbstractEventLoop, Store]] = {}
+        weakref.finalize(self, _close_stores, stores, os.getpid())
+        return stores
+
+    def _after_fork(self) -> None:
+        # Clients inherited through fork stay referenced and untouched (the parent uses them).
+        from aiolit.stores._util import _FORK_ORPHANS
+
+        _FORK_ORPHANS.extend(store for _, store in self._stores.values())
+        self._pid, self._stores, self._cache = os.getpid(), self._track_stores(), None
 
     # -- index ----------------------------------------------------------------------------------
 
@@ -218,28 +236,30 @@ class DataSource:
         from aiolit.stores import open_store
 
         if self._pid != os.getpid():
-            self._pid, self._stores, self._cache = os.getpid(), {}, None
-        loop_id = id(asyncio.get_running_loop())
-        store = self._stores.get(loop_id)
-        if store is None:
+            self._after_fork()
+        loop = asyncio.get_running_loop()
+        entry = self._stores.get(id(loop))
+        if entry is None or entry[0] is not loop:
             source = self.dir.url or self.dir.path
             assert source is not None
-            store = self._stores[loop_id] = open_store(
+            store = open_store(
                 source, storage_options=self.storage_options, session_options=self.session_options
             )
-        return store
+            self._stores[id(loop)] = (loop, store)
+            return store
+        return entry[1]
 
     async def close_store(self) -> None:
         """Close the running loop's store (the caller's loop may end after an ``async for``)."""
-        store = self._stores.pop(id(asyncio.get_running_loop()), None)
-        if store is not None:
-            await store.aclose()
+        entry = self._stores.pop(id(asyncio.get_running_loop()), None)
+        if entry is not None:
+            await entry[1].aclose()
 
     def cache(self, max_bytes: int) -> ChunkCache:
         """This process's cache (same object for every epoch, so its accounting carries over)."""
         assert self.cache_dir is not None
         if self._pid != os.getpid():
-            self._pid, self._stores, self._cache = os.getpid(), {}, None
+            self._after_fork()
         if self._cache is None:
             self._cache = ChunkCache(self.cache_dir, max_bytes)
         self._cache.max_bytes = max_bytes
@@ -305,6 +325,41 @@ class DataSource:
         """Whether single items can be read by byte range (remote, uncompressed, unencrypted)."""
         config = self.index.config
         return not self.in_place and not config.get("compression") and not config.get("encryption")
+
+
+_CLOSING: set[asyncio.Future[None]] = set()  # closes scheduled on a loop from its own thread
+
+
+def _close_stores(stores: dict[int, tuple[asyncio.AbstractEventLoop, Store]], pid: int) -> None:
+    """Close the stores one DataSource opened, each on its own loop (when that loop still runs).
+
+    Runs when the DataSource is collected or at interpreter exit. Stores inherited across fork
+    are never closed by the child: their connections belong to the parent.
+    """
+    from aiolit.stores._util import _FORK_ORPHANS
+
+    entries = list(stores.values())
+    stores.clear()
+    if os.getpid() != pid:
+        _FORK_ORPHANS.extend(store for _, store in entries)
+        return
+    for loop, store in entries:
+        if loop.is_closed() or not loop.is_running():
+            continue  # an ended asyncio.run loop; its async consumer closed the store
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:  # collected on the loop's own thread: cannot block here
+            task = loop.create_task(store.aclose())
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
+            continue
+        future = asyncio.run_coroutine_threadsafe(store.aclose(), loop)
+        try:
+            future.result(timeout=5)
+        except Exception:  # best effort: a store that fails to close must not break teardown
+            future.cancel()
 
 
 def _decompress_to(src: Path, dst: Path, filename: str, decompress: Any) -> None:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import _BaseDataLoaderIter, _MultiProcessingDataLoaderIter
 
 from aiolit.errors import StateDictError
+from aiolit.streaming._wrapper import StreamingWrapper
 from aiolit.streaming.dataset import StreamingDataset
 
 __all__ = ["StreamingDataLoader"]
@@ -63,7 +64,7 @@ class StreamingDataLoader(DataLoader[Any]):
 
     Parameters
     ----------
-    dataset : StreamingDataset
+    dataset : StreamingDataset, CombinedStreamingDataset or ParallelStreamingDataset
         The dataset (it partitions the epoch itself).
     batch_size, num_workers, collate_fn, pin_memory, persistent_workers, prefetch_factor
         As torch's ``DataLoader``.
@@ -79,7 +80,7 @@ class StreamingDataLoader(DataLoader[Any]):
 
     def __init__(
         self,
-        dataset: StreamingDataset,
+        dataset: StreamingDataset | StreamingWrapper,
         batch_size: int = 1,
         num_workers: int = 0,
         collate_fn: Callable[[list[Any]], Any] | None = None,
@@ -92,9 +93,10 @@ class StreamingDataLoader(DataLoader[Any]):
         profile_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(dataset, StreamingDataset):
+        if not isinstance(dataset, StreamingDataset | StreamingWrapper):
             raise RuntimeError(
-                f"StreamingDataLoader only supports StreamingDataset, got {type(dataset).__name__}"
+                "StreamingDataLoader only supports StreamingDataset, CombinedStreamingDataset and "
+                f"ParallelStreamingDataset, got {type(dataset).__name__}"
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -137,15 +139,30 @@ class StreamingDataLoader(DataLoader[Any]):
         self._trace: list[dict[str, Any]] = []
 
     @property
-    def _streaming(self) -> StreamingDataset:
+    def _streaming(self) -> StreamingDataset | StreamingWrapper:
         ds = self.dataset
-        assert isinstance(ds, StreamingDataset)
+        assert isinstance(ds, StreamingDataset | StreamingWrapper)
         return ds
 
-    def _schedule(self) -> tuple[np.ndarray[Any, Any], int]:
+    def _worker_lengths(self) -> list[int] | None:
         ds = self._streaming
         topology, _ = ds._topology()
-        return batch_schedule(ds._plan(topology, self.current_epoch).worker_lengths, self.batch_size or 1)
+        if isinstance(ds, StreamingWrapper):
+            # Weighted draws depend on the epoch; before the first iter() it is epoch 1.
+            return ds._worker_lengths(topology, max(1, self.current_epoch))
+        return ds._plan(topology, self.current_epoch).worker_lengths
+
+    def _schedule(self) -> tuple[np.ndarray[Any, Any], int]:
+        lengths = self._worker_lengths()
+        if lengths is None:
+            raise TypeError("the dataset is infinite: its loader has no length")
+        return batch_schedule(lengths, self.batch_size or 1)
+
+    def _worker_of_batch(self, k: int) -> int:
+        """The worker yielding batch ``k`` (round-robin forever for an infinite dataset)."""
+        if self._worker_lengths() is None:
+            return k % max(1, self.num_workers)
+        return worker_of_batch(k, self._schedule()[0])
 
     def __len__(self) -> int:
         return self._schedule()[1]
@@ -163,11 +180,11 @@ class StreamingDataLoader(DataLoader[Any]):
         fresh = True
         if self._restore:
             self._restore = False
-            batches, total = self._schedule()
             done = self._num_samples_yielded // (self.batch_size or 1)
-            if done < total:
+            infinite = self._worker_lengths() is None
+            if infinite or done < self._schedule()[1]:
                 fresh = False
-                self._first_worker = worker_of_batch(done, batches) if self.num_workers else 0
+                self._first_worker = self._worker_of_batch(done) if self.num_workers else 0
         if fresh:
             ds.reset_state_dict()
             self.current_epoch += 1
@@ -211,13 +228,22 @@ class StreamingDataLoader(DataLoader[Any]):
     def state_dict(self) -> dict[str, Any]:
         """LitData's loader state: ``dataset``, ``current_epoch``, ``num_samples_yielded``, ``latest_worker_idx``."""
         ds = self._streaming
-        state = ds.state_dict(self._num_samples_yielded, self.num_workers, self.batch_size or 1)
-        state["current_epoch"] = self.current_epoch
         done = self._num_samples_yielded // (self.batch_size or 1)
         latest = 0
         if self.num_workers and done:
-            batches, total = self._schedule()
-            latest = worker_of_batch(min(done, total) - 1, batches)
+            if self._worker_lengths() is not None:
+                done = min(done, self._schedule()[1])
+            latest = self._worker_of_batch(done - 1)
+        if isinstance(ds, StreamingWrapper):
+            # LitData's shape: per-dataset states and {worker: [per-dataset counts]}.
+            out = ds._loader_state(
+                self._num_samples_yielded, self.num_workers, self.batch_size or 1, self.current_epoch
+            )
+            out["current_epoch"] = self.current_epoch
+            out["latest_worker_idx"] = latest
+            return out
+        state = ds.state_dict(self._num_samples_yielded, self.num_workers, self.batch_size or 1)
+        state["current_epoch"] = self.current_epoch
         return {
             "dataset": state,
             "current_epoch": self.current_epoch,
@@ -229,10 +255,16 @@ class StreamingDataLoader(DataLoader[Any]):
         """Resume at the next ``iter()`` from a :meth:`state_dict` (see StateDictError)."""
         if not isinstance(obj, dict) or "dataset" not in obj or "num_samples_yielded" not in obj:
             raise StateDictError("state_dict must come from StreamingDataLoader.state_dict()")
+        ds = self._streaming
+        if isinstance(ds, StreamingWrapper):
+            self._num_samples_yielded = ds._load_loader_state(obj)
+            self.current_epoch = ds.current_epoch
+            self._restore = True
+            return
         state = dict(obj["dataset"])
         epoch: Any = obj.get("current_epoch", state.get("current_epoch", 1))
         state["current_epoch"] = int(epoch)
-        self._streaming.load_state_dict(state)
+        ds.load_state_dict(state)
         self.current_epoch = int(epoch)
         self._num_samples_yielded = int(obj["num_samples_yielded"])
         self._restore = True

@@ -123,8 +123,6 @@ class StreamingDataset(IterableDataset[Any]):
             raise ValueError(
                 f"item_loader must be a PyTreeLoader, TokensLoader or ParquetLoader, got {item_loader!r}"
             )
-        if isinstance(item_loader, ParquetLoader):
-            raise NotImplementedError("item_loader: ParquetLoader datasets are not supported by aiolit yet")
         for name, opts in (("storage_options", storage_options), ("session_options", session_options)):
             if opts is not None and not isinstance(opts, dict):
                 raise ValueError(f"{name} must be a dict, got {type(opts).__name__}")
@@ -172,6 +170,11 @@ class StreamingDataset(IterableDataset[Any]):
         )
         config = self.source.index.config
         expected = self.source.index.item_loader
+        if expected == "ParquetLoader" and not isinstance(item_loader, ParquetLoader):
+            raise ValueError(
+                f"item_loader: {self.source.url} is a Parquet dataset (indexed by index_parquet_dataset); "
+                "read it with StreamingDataset(..., item_loader=ParquetLoader())"
+            )
         self.item_loader: BaseItemLoader = item_loader or (
             TokensLoader() if expected == "TokensLoader" else PyTreeLoader()
         )
@@ -205,6 +208,8 @@ class StreamingDataset(IterableDataset[Any]):
         _check_bool("shuffle", shuffle)
         if shuffle != self.shuffle:
             self.shuffle = shuffle
+            if self.__dict__.get("_fixed_intervals"):
+                return  # a split or subset keeps its regions (train_test_split, subset)
             self.intervals = chunk_intervals(
                 self._units, subsample=self.subsample, shuffle=shuffle, seed=self.seed
             )
@@ -275,11 +280,16 @@ class StreamingDataset(IterableDataset[Any]):
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
         return max(1, self.max_cache_size // (topology.num_workers * max(1, local)))
 
-    def _new_run(self) -> Run:
+    def _new_run(self, at: tuple[int, int] | None = None) -> Run:
         topology, worker_id = self._topology()
         epoch = self.current_epoch
         start = (0, 0)
-        if self._resume is not None:
+        if at is not None:
+            # A wrapper's position (Combined/Parallel): (epoch, samples this worker already produced).
+            epoch = at[0]
+            plan = self._plan(topology, epoch)
+            start = plan.worker(worker_id).locate(at[1])
+        elif self._resume is not None:
             epoch, counts = _state.resume_counts(self, self._resume, topology)
             plan = self._plan(topology, epoch)
             start = plan.worker(worker_id).locate(counts[worker_id])
@@ -325,7 +335,11 @@ class StreamingDataset(IterableDataset[Any]):
     # -- iteration ------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        run = self._new_run()
+        return self._iter_at(None)
+
+    def _iter_at(self, at: tuple[int, int] | None) -> Iterator[Any]:
+        """This worker's samples; ``at=(epoch, skip)``: of ``epoch`` after the first ``skip``."""
+        run = self._new_run(at)
         walk = run.walk()
         reply: OpenChunk | None = None
         try:
@@ -339,14 +353,19 @@ class StreamingDataset(IterableDataset[Any]):
                     reply = run.open_sync(out.step)
                     continue
                 yield out
-            self._finish_epoch()
+            if at is None:
+                self._finish_epoch()
         finally:
             walk.close()
             run.close_sync()
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[Any]:
         """Iterate on the caller's running event loop (downloads overlap with the consumer)."""
-        run = self._new_run()
+        return self._aiter_at(None)
+
+    async def _aiter_at(self, at: tuple[int, int] | None) -> AsyncIterator[Any]:
+        """:meth:`_iter_at` for ``async for``."""
+        run = self._new_run(at)
         walk = run.walk()
         reply: OpenChunk | None = None
         try:
@@ -360,10 +379,17 @@ class StreamingDataset(IterableDataset[Any]):
                     reply = await run.open_async(out.step)
                     continue
                 yield out
-            self._finish_epoch()
+            if at is None:
+                self._finish_epoch()
         finally:
             walk.close()
             await run.aclose()
+
+    def subset(self, indices: Sequence[int] | slice) -> StreamingDataset:
+        """A copy restricted to the given sample indices (or a slice), in that order."""
+        from aiolit.streaming.split import subset
+
+        return subset(self, indices)
 
     # -- random access --------------------------------------------------------------------------
 

@@ -168,6 +168,87 @@ class TokensLoader(BaseItemLoader):
 
 
 class ParquetLoader(BaseItemLoader):
-    """Rows of Parquet files indexed by ``index_parquet_dataset`` (not readable by aiolit yet)."""
+    """Rows of Parquet files indexed by ``index_parquet_dataset``, as dicts (needs pyarrow).
+
+    Each file is one chunk; sample ``k`` of a chunk is row ``k`` of the file.
+
+    Parameters
+    ----------
+    pre_load_chunk : bool
+        Decode the whole file the first time one of its rows is read.
+    low_memory : bool
+        Decode one row group at a time (``to_pylist``) and keep it until each of its rows
+        has been read once (the sequential and shuffled walks read every row once). False
+        decodes the whole file at once, as ``pre_load_chunk``.
+    columns : list of str, optional
+        Read only these columns.
+    """
 
     name = "ParquetLoader"
+
+    def __init__(
+        self, pre_load_chunk: bool = False, low_memory: bool = True, columns: list[str] | None = None
+    ) -> None:
+        for arg, value in (("pre_load_chunk", pre_load_chunk), ("low_memory", low_memory)):
+            if not isinstance(value, bool):
+                raise ValueError(f"ParquetLoader({arg}=...) must be a bool, got {value!r}")
+        if columns is not None and (isinstance(columns, str) or not all(isinstance(c, str) for c in columns)):
+            raise ValueError(f"ParquetLoader(columns=...) must be a list of column names, got {columns!r}")
+        self.pre_load_chunk = pre_load_chunk
+        self.low_memory = low_memory
+        self.columns = list(columns) if columns is not None else None
+
+    def setup(
+        self, index: Index, *, serializers: dict[str, Any] | None = None, allow_pickle: bool = False
+    ) -> None:
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError as e:  # pragma: no cover - pyarrow is a test dependency
+            raise ImportError("ParquetLoader needs pyarrow: pip install pyarrow") from e
+
+    def _file(self, chunk: OpenChunk) -> _ParquetChunk:
+        state: _ParquetChunk | None = chunk.__dict__.get("_parquet")
+        if state is None:
+            state = chunk.__dict__["_parquet"] = _ParquetChunk(chunk, self.columns)
+        return state
+
+    def load(self, chunk: OpenChunk, k: int) -> Any:
+        state = self._file(chunk)
+        if self.pre_load_chunk or not self.low_memory:
+            return state.all_rows()[k]
+        return state.row(k)
+
+
+class _ParquetChunk:
+    """One open Parquet file: its row groups, decoded on demand and dropped once consumed."""
+
+    def __init__(self, chunk: OpenChunk, columns: list[str] | None) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.file = pq.ParquetFile(pa.BufferReader(pa.py_buffer(chunk.data)))
+        meta = self.file.metadata
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self.columns = columns
+        self.groups: dict[int, tuple[list[dict[str, Any]], list[int]]] = {}
+        self.rows: list[dict[str, Any]] | None = None
+
+    def all_rows(self) -> list[dict[str, Any]]:
+        if self.rows is None:
+            self.rows = self.file.read(columns=self.columns, use_threads=False).to_pylist()
+        return self.rows
+
+    def row(self, k: int) -> dict[str, Any]:
+        if not 0 <= k < int(self.starts[-1]):
+            raise IndexError(f"row {k} is out of range for a Parquet file of {int(self.starts[-1])} rows")
+        g = int(np.searchsorted(self.starts, k, side="right")) - 1
+        cached = self.groups.get(g)
+        if cached is None:
+            table = self.file.read_row_group(g, columns=self.columns, use_threads=False)
+            cached = self.groups[g] = (table.to_pylist(), [table.num_rows])
+        rows, left = cached
+        left[0] -= 1
+        if left[0] <= 0:
+            del self.groups[g]
+        return rows[k - int(self.starts[g])]
