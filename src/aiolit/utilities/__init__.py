@@ -1,0 +1,1 @@
+"""LitData-compatible import paths (``litdata.utilities.*``)."""
