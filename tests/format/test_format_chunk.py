@@ -105,7 +105,10 @@ def test_tokens_filling_rule_matches_litdata(tmp_path: Path) -> None:
     seqs = [cases.token_seq(i) for i in range(cases.N)]
     index = _write(tmp_path, seqs, chunk_size=cases.TOKENS_CHUNK_SIZE, item_loader="TokensLoader")
     golden = read_index(GOLDEN / "0.2.76" / "tokens_numpy")
-    assert [c.to_dict() for c in index.chunks] == [c.to_dict() for c in golden.chunks]
+    # same entries as LitData's, plus the checksum aiolit adds (LitData ignores it)
+    ours = [c.to_dict() for c in index.chunks]
+    assert all(d.pop("checksum").startswith("sha256:") for d in ours)
+    assert ours == [c.to_dict() for c in golden.chunks]
     assert {k: index.config[k] for k in ("data_format", "data_spec", "item_loader", "chunk_size")} == {
         k: golden.config[k] for k in ("data_format", "data_spec", "item_loader", "chunk_size")
     }
@@ -249,3 +252,18 @@ def test_unknown_serializer_and_user_override() -> None:
     codec = SampleCodec.for_sample({"a": "hi"}, serializers={"shout": Upper()})
     assert codec.data_format == ["shout"]
     assert codec.decode(codec.encode({"a": "hey"})) == {"a": "hey"}
+
+
+def test_entries_carry_a_checksum_of_the_plain_chunk(tmp_path: Path) -> None:
+    import hashlib
+
+    import zstandard
+
+    index = _write(tmp_path, list(range(40)), chunk_size=16, compression="zstd")
+    for entry in index.chunks:
+        algo, _, digest = entry.extra["checksum"].partition(":")
+        plain = zstandard.ZstdDecompressor().decompress((tmp_path / entry.filename).read_bytes())
+        assert algo == "sha256" and hashlib.sha256(plain).hexdigest() == digest
+        assert len(plain) == entry.chunk_bytes
+    off = _write(tmp_path / "off", list(range(4)), chunk_size=16, checksum=None)
+    assert all("checksum" not in c.extra for c in off.chunks)

@@ -7,6 +7,7 @@ size, header excluded); an item larger than the limit gets a chunk of its own.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -95,6 +96,7 @@ class ChunkWriter:
         item_loader: Any = "PyTreeLoader",
         serializers: Mapping[str, Any] | None = None,
         chunk_index_start: int = 0,
+        checksum: str | None = "sha256",
     ) -> None:
         if (chunk_size is None) == (chunk_bytes is None):
             raise ValueError("ChunkWriter needs exactly one of chunk_size and chunk_bytes")
@@ -104,8 +106,14 @@ class ChunkWriter:
             compression_level_of(compression)  # validates
         if encryption is not None and encryption.level not in ("sample", "chunk"):
             raise ValueError(f"encryption level must be 'sample' or 'chunk', got {encryption.level!r}")
+        if checksum is not None and checksum not in hashlib.algorithms_guaranteed:
+            raise ValueError(f"checksum must be a hashlib algorithm name or None, got {checksum!r}")
         os.makedirs(output_dir, exist_ok=True)
         self.output_dir = output_dir
+        # Each entry gets "checksum": "<algo>:<hex>" of the plain .bin bytes (after chunk
+        # encryption, before whole-file compression): readers verify it after every download.
+        # LitData ignores the key (tested by the oracle suite).
+        self.checksum = checksum
         self.rank = rank
         self.chunk_size = chunk_size
         self.chunk_bytes = None if chunk_bytes is None else parse_chunk_bytes(chunk_bytes)
@@ -201,7 +209,12 @@ class ChunkWriter:
             stored = compress_file(data, self.compression)
         self._write_file(filename, stored)
         dim = self._dim if self.item_loader == "TokensLoader" else None
-        entry = ChunkEntry(filename=filename, chunk_size=n, chunk_bytes=len(data), dim=dim)
+        extra = (
+            {"checksum": f"{self.checksum}:{hashlib.new(self.checksum, data).hexdigest()}"}
+            if self.checksum
+            else {}
+        )
+        entry = ChunkEntry(filename=filename, chunk_size=n, chunk_bytes=len(data), dim=dim, extra=extra)
         self.entries.append(entry)
         self._next_chunk += 1
         self._payloads, self._bytes, self._items, self._dim = [], 0, 0, 0
