@@ -20,6 +20,7 @@ README_NAMES = {
     "merge_datasets",
     "train_test_split",
     "index_parquet_dataset",
+    "index_hf_dataset",
     "walk",
 }
 ASYNC_NAMES = {"optimize_async", "map_async", "merge_datasets_async", "index_parquet_dataset_async"}
@@ -29,7 +30,7 @@ ASYNC_NAMES = {"optimize_async", "map_async", "merge_datasets_async", "index_par
 NOT_PROVIDED = {
     "NumaAffinity", "get_gpu_affinity", "get_numa_affinity", "litdata_collate", "TemporalArrayLoader",
     "dataset_update", "build_keys_index", "list_media_folder", "iter_webdataset_tar", "complete_dataset",
-    "is_complete_dataset", "index_hf_dataset", "optimize_hf", "breakpoint", "ChunkWaitTimeoutError",
+    "is_complete_dataset", "optimize_hf", "breakpoint", "ChunkWaitTimeoutError",
     "Audio", "Video", "Image", "Jpeg", "JpegArray", "Pil", "Tiff", "File", "Mesh", "Pdf", "Nifti",
     "Tensor", "Text", "Graph",
 }  # fmt: skip

@@ -47,7 +47,20 @@ def _azure(url: str, storage: dict[str, Any], session: dict[str, Any], transfer:
     return AzureStore(url, {**session, **storage}, transfer)
 
 
-_SCHEMES: dict[str, StoreFactory] = {"s3": _s3, "gs": _gcs, "gcs": _gcs, "azure": _azure, "az": _azure}
+def _hf(url: str, storage: dict[str, Any], session: dict[str, Any], transfer: TransferOptions) -> Store:
+    from aiolit.stores._hf import HFStore
+
+    return HFStore(url, {**session, **storage}, transfer)
+
+
+_SCHEMES: dict[str, StoreFactory] = {
+    "s3": _s3,
+    "gs": _gcs,
+    "gcs": _gcs,
+    "azure": _azure,
+    "az": _azure,
+    "hf": _hf,
+}
 
 
 def register_store(scheme: str, factory: StoreFactory, *, overwrite: bool = False) -> None:
@@ -70,7 +83,8 @@ def open_store(
     ----------
     url : str
         A local path, ``file://`` or ``local:`` path, ``s3://bucket/prefix``, ``gs://bucket/prefix``,
-        ``azure://container/prefix`` or ``az://container/prefix``.
+        ``azure://container/prefix``, ``az://container/prefix`` or
+        ``hf://datasets/owner/name[@revision]/path`` (read-only).
     storage_options : dict, optional
         Backend options as LitData accepts them (see each backend), plus the
         :class:`TransferOptions` fields (``part_size``, ``max_concurrency``, ...).
