@@ -1,7 +1,9 @@
 """Local read throughput: aiolit vs litdata on the same data, and the page-cache read rate.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_streaming.py [--samples 200000] [--tokens 20000000]
-[--shapes all|NAME,...]``
+[--shapes all|NAME,...] [--per-item]``
+
+``--per-item`` switches off batched decoding of plain PyTree chunks (the A/B baseline).
 
 Both libraries read the same directories (written by aiolit's ChunkWriter in LitData's format),
 after one warm-up pass so the files are in the page cache. No DataLoader: this measures the
@@ -84,11 +86,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=20_000_000)
     parser.add_argument("--block", type=int, default=2049)
     parser.add_argument("--shapes", default="all", help="comma-separated SHAPES names, or 'all'")
+    parser.add_argument("--per-item", action="store_true", help="decode one sample per call (no batching)")
     args = parser.parse_args()
 
     import litdata
 
     import aiolit.streaming as al
+
+    if args.per_item:
+        from aiolit.streaming.dataset import StreamingDataset
+
+        StreamingDataset._batch_producer = lambda self: (None, None)  # type: ignore[method-assign]
 
     root = tempfile.mkdtemp(prefix="aiolit-bench-")
     try:

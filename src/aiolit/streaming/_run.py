@@ -56,8 +56,13 @@ class Run:
     max_cache_bytes, depth
         This process's cache budget and look-ahead in steps.
     produce_many
-        Optional ``produce_many(chunk, chunk_id, ks)`` -> the samples of ``ks`` (same values as
-        ``produce`` one by one). The walk then decodes up to ``_BATCH`` items per call.
+        Optional ``produce_many(chunk, chunk_id, ks)`` -> the samples of ``ks`` before ``finish``
+        (``finish(produce_many(...)[j])`` equals ``produce(chunk, chunk_id, ks[j])``), or None to
+        produce this batch one by one. The walk then decodes up to ``_BATCH`` items per call.
+    finish
+        Applied to each sample of ``produce_many`` as it is yielded (the transforms): they run
+        once per sample, interleaved with the consumer exactly as without batching, and never
+        twice when a batch falls back to ``produce``.
     """
 
     def __init__(
@@ -69,13 +74,15 @@ class Run:
         *,
         max_cache_bytes: int,
         depth: int,
-        produce_many: Callable[[OpenChunk, int, list[int]], list[Any]] | None = None,
+        produce_many: Callable[[OpenChunk, int, list[int]], list[Any] | None] | None = None,
+        finish: Callable[[Any], Any] | None = None,
     ) -> None:
         self.plan = plan
         self.start = start
         self.source = source
         self.produce = produce
         self.produce_many = produce_many
+        self.finish = finish
         self.max_cache_bytes = max_cache_bytes
         self.depth = depth
         self.prefetcher: Prefetcher | None = None
@@ -83,7 +90,7 @@ class Run:
 
     def walk(self) -> Generator[Any, OpenChunk | None, None]:
         """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks."""
-        plan, produce, many = self.plan, self.produce, self.produce_many
+        plan, produce, many, finish = self.plan, self.produce, self.produce_many, self.finish
         first, offset = self.start
         for k in range(first, len(plan.steps)):
             chunk_id = plan.steps[k].chunk
@@ -108,8 +115,11 @@ class Run:
                 if samples is None:
                     for i in batch:
                         yield produce(chunk, chunk_id, i)
-                else:
+                elif finish is None:
                     yield from samples
+                else:
+                    for sample in samples:
+                        yield finish(sample)
 
     # -- opening chunks -------------------------------------------------------------------------
 

@@ -295,6 +295,7 @@ class StreamingDataset(IterableDataset[Any]):
             start = plan.worker(worker_id).locate(counts[worker_id])
         else:
             plan = self._plan(topology, epoch)
+        produce_many, finish = self._batch_producer()
         return Run(
             plan.worker(worker_id),
             start,
@@ -302,7 +303,41 @@ class StreamingDataset(IterableDataset[Any]):
             self._producer(),
             max_cache_bytes=self._cache_share(topology),
             depth=self.max_pre_download,
+            produce_many=produce_many,
+            finish=finish,
         )
+
+    def _batch_producer(
+        self,
+    ) -> tuple[Callable[[OpenChunk, int, list[int]], list[Any] | None] | None, Callable[[Any], Any] | None]:
+        """``(produce_many, finish)`` for :class:`Run`: batched decoding of plain PyTree chunks.
+
+        ``(None, None)`` when a subclass overrides ``__getitem__`` (it sees every sample) or the
+        loader is not a :class:`PyTreeLoader`. ``produce_many`` returns None for chunks that are
+        not plain (encrypted, compressed per sample or framed): the run then loads them per item.
+        """
+        loader = self.item_loader
+        if type(self).__getitem__ is not StreamingDataset.__getitem__ or not isinstance(loader, PyTreeLoader):
+            return None, None
+        load_many = loader.load_many
+
+        def produce_many(chunk: OpenChunk, chunk_id: int, ks: list[int]) -> list[Any] | None:
+            if chunk.view.plain() is None:
+                return None
+            return load_many(chunk, ks)
+
+        transform = self._transforms()
+        if not transform:
+            return produce_many, None
+        if len(transform) == 1:
+            return produce_many, transform[0]
+
+        def finish(item: Any) -> Any:
+            for f in transform:
+                item = f(item)
+            return item
+
+        return produce_many, finish
 
     def _producer(self) -> Callable[[OpenChunk, int, int], Any]:
         if type(self).__getitem__ is not StreamingDataset.__getitem__:

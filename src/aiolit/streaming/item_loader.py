@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy.typing as npt
 
     from aiolit.format import ChunkEntry, Index, SampleCodec
@@ -41,6 +43,11 @@ class BaseItemLoader:
     def load(self, chunk: OpenChunk, k: int) -> Any:
         """Decode sample ``k`` of ``chunk``."""
         raise NotImplementedError(f"{type(self).__name__} cannot read chunks")
+
+    def load_many(self, chunk: OpenChunk, ks: Sequence[int]) -> list[Any]:
+        """Samples ``ks`` of ``chunk``: ``[load(chunk, k) for k in ks]``, maybe in one call."""
+        load = self.load
+        return [load(chunk, k) for k in ks]
 
     @property
     def supports_range_reads(self) -> bool:
@@ -91,6 +98,25 @@ class PyTreeLoader(BaseItemLoader):
 
     def load(self, chunk: OpenChunk, k: int) -> Any:
         return self.decode(chunk.view.item(k))
+
+    def load_many(self, chunk: OpenChunk, ks: Sequence[int]) -> list[Any]:
+        """Samples ``ks`` of ``chunk``, decoded in one call when the chunk is plain.
+
+        Plain chunks (no frames, no encryption, no per-sample zstd) go through
+        :meth:`SampleCodec.decode_many`; the others, and subclasses overriding :meth:`load` or
+        :meth:`decode`, are loaded item by item.
+        """
+        cls = type(self)
+        plain = chunk.view.plain()
+        if (
+            plain is None
+            or cls.load is not PyTreeLoader.load
+            or cls.decode is not PyTreeLoader.decode
+            or (ks and min(ks) < 0)  # negative indices count from the end, as load() does
+        ):
+            return super().load_many(chunk, ks)
+        codec = self._codec or self._build()
+        return codec.decode_many(plain[0], plain[1], ks)
 
     @property
     def supports_range_reads(self) -> bool:
