@@ -156,12 +156,19 @@ def test_streaming_dataset_finds_the_index_itself(
 ) -> None:
     url, _, rows = published
     options = {"endpoint": hub.endpoint}
-    try:
-        ds = StreamingDataset(url, item_loader=ParquetLoader(), storage_options=options)
-    except FileNotFoundError:
-        pytest.xfail("StreamingDataset does not call index_hf_dataset for hf:// yet (dataset.py hook)")
+    cache = str(tmp_path / "cache")
+    ds = StreamingDataset(url, item_loader=ParquetLoader(), storage_options=options, cache_dir=cache)
+    assert list((tmp_path / "cache" / "hf-index").glob("*/index.json"))  # indexed once, cached
     names = ["part-0.parquet", "part-1.parquet", "part-3.parquet", "part-10.parquet"]
     assert list(ds) == in_order(rows, names)
+
+
+def test_streaming_an_hf_dataset_needs_the_parquet_loader(
+    hub: HubServer, published: tuple[str, Path, dict[str, list[dict[str, Any]]]], tmp_path: Path
+) -> None:
+    url, _, _ = published
+    with pytest.raises(ValueError, match=r"item_loader=ParquetLoader\(\)"):
+        StreamingDataset(url, storage_options={"endpoint": hub.endpoint}, cache_dir=str(tmp_path))
 
 
 def test_gated_dataset(hub: HubServer, repo_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

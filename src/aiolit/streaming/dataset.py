@@ -160,6 +160,19 @@ class StreamingDataset(IterableDataset[Any]):
         self.encryption = encryption
         self._user_loader = item_loader is not None
 
+        url = self.input_dir.url or ""
+        if url.startswith("hf://") and index_path is None:
+            # LitData indexes Hugging Face parquet folders on first use and caches the index.
+            if not isinstance(item_loader, ParquetLoader):
+                raise ValueError(
+                    f"item_loader: {url} is read as Parquet; use StreamingDataset(..., item_loader=ParquetLoader())"
+                )
+            from aiolit.processing.hf import index_hf_dataset
+
+            index_path = index_hf_dataset(
+                url, None if cache_dir is None else os.fspath(cache_dir), storage_options
+            )
+
         self.source = DataSource(
             self.input_dir,
             cache_dir=cache_dir,
