@@ -1,13 +1,16 @@
 """Local read throughput: aiolit vs litdata on the same data, and the page-cache read rate.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_streaming.py [--samples 200000] [--tokens 20000000]
-[--shapes all|NAME,...] [--per-item]``
+[--shapes all|none|NAME,...] [--per-item] [--loader-batches 8,32] [--loader-workers 0,2]``
 
-``--per-item`` switches off batched decoding of plain PyTree chunks (the A/B baseline).
+``--per-item`` switches off batched decoding of plain PyTree chunks and whole-batch token copies
+(the A/B baseline: the loader then collates one block tensor per sample, as before).
 
 Both libraries read the same directories (written by aiolit's ChunkWriter in LitData's format),
 after one warm-up pass so the files are in the page cache. No DataLoader: this measures the
-dataset iteration itself in one process.
+dataset iteration itself in one process, except the token DataLoader rows: a full pass of each
+library's ``StreamingDataLoader`` per batch size and worker count (persistent workers, started
+in a warm-up epoch).
 """
 
 from __future__ import annotations
@@ -69,6 +72,17 @@ def rate(fn: Callable[[], Iterable[Any]], repeat: int = 2) -> tuple[float, int]:
     return best, n
 
 
+def loader_rate(loader: Iterable[Any], repeat: int = 2) -> tuple[float, int]:
+    """Best rows/s of epochs over one loader (after a warm-up epoch that also starts its workers)."""
+    rows = sum(len(b) for b in loader)
+    best = 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        count = sum(len(b) for b in loader)
+        best = max(best, count / (time.perf_counter() - start))
+    return best, rows
+
+
 def page_cache_rate(path: str) -> float:
     """Bytes/s of reading every chunk file with plain read() (the ceiling for a local reader)."""
     files = [os.path.join(path, f) for f in os.listdir(path) if f.endswith(".bin")]
@@ -85,8 +99,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200_000)
     parser.add_argument("--tokens", type=int, default=20_000_000)
     parser.add_argument("--block", type=int, default=2049)
-    parser.add_argument("--shapes", default="all", help="comma-separated SHAPES names, or 'all'")
+    parser.add_argument("--shapes", default="all", help="comma-separated SHAPES names, 'all' or 'none'")
     parser.add_argument("--per-item", action="store_true", help="decode one sample per call (no batching)")
+    parser.add_argument("--loader-batches", default="8,32", help="token DataLoader batch sizes ('' skips)")
+    parser.add_argument("--loader-workers", default="0,2", help="token DataLoader worker counts")
     args = parser.parse_args()
 
     import litdata
@@ -97,10 +113,11 @@ def main() -> None:
         from aiolit.streaming.dataset import StreamingDataset
 
         StreamingDataset._batch_producer = lambda self: (None, None)  # type: ignore[method-assign]
+        StreamingDataset._can_batch_tokens = lambda self: False  # type: ignore[method-assign]
 
     root = tempfile.mkdtemp(prefix="aiolit-bench-")
     try:
-        names = list(SHAPES) if args.shapes == "all" else args.shapes.split(",")
+        names = {"all": list(SHAPES), "none": []}.get(args.shapes, args.shapes.split(","))
         print(
             f"{'small samples (' + str(args.samples) + ')':24s} {'aiolit/s':>10s} {'litdata/s':>10s}  ratio"
         )
@@ -124,6 +141,23 @@ def main() -> None:
               f"litdata {l_tok * args.block / 1e6:,.1f} Mtok/s  ratio {a_tok / l_tok:.2f}x")  # fmt: skip
         tok_bytes = a_tok * args.block * 4
         print(f"page-cache read: {page / 1e9:.2f} GB/s; aiolit tokens at {tok_bytes / page:.0%} of it")
+
+        batches = [int(b) for b in args.loader_batches.split(",") if b]
+        workers = [int(w) for w in args.loader_workers.split(",") if w]
+        if batches:
+            print(f"{'DataLoader (Mtok/s)':24s} {'aiolit':>8s} {'litdata':>8s}  ratio  aiolit/page-cache")
+        for bs in batches:
+            for nw in workers:
+                opts: dict[str, Any] = {"batch_size": bs, "num_workers": nw, "persistent_workers": nw > 0}
+                a_ds = al.StreamingDataset(tokens, item_loader=al.TokensLoader(args.block))
+                a_dl, _ = loader_rate(al.StreamingDataLoader(a_ds, **opts))
+                l_ds = litdata.StreamingDataset(tokens, item_loader=litdata.TokensLoader(args.block))
+                l_dl, _ = loader_rate(litdata.StreamingDataLoader(l_ds, **opts))
+                a_mt, l_mt = a_dl * args.block / 1e6, l_dl * args.block / 1e6
+                share = a_dl * args.block * 4 / page
+                print(
+                    f"{f'batch {bs}, workers {nw}':24s} {a_mt:8,.1f} {l_mt:8,.1f}  {a_dl / l_dl:4.2f}x  {share:.0%}"
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

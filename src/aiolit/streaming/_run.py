@@ -19,6 +19,9 @@ from aiolit.streaming._prefetch import Prefetcher
 from aiolit.streaming._source import DataSource, OpenChunk
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from aiolit.streaming._plan import WorkerPlan
 
 __all__ = ["Need", "Run"]
@@ -120,6 +123,47 @@ class Run:
                 else:
                     for sample in samples:
                         yield finish(sample)
+
+    def walk_batches(
+        self,
+        size: int,
+        new: Callable[[int], tuple[Any, Any]],
+        fill: Callable[[OpenChunk, npt.NDArray[np.int64], Any], None],
+    ) -> Generator[Any, OpenChunk | None, None]:
+        """:meth:`walk` in batches of ``size`` samples: what a DataLoader would collate.
+
+        The batches are those of the samples :meth:`walk` yields from ``start``, cut every
+        ``size`` samples, the last one short. ``new(rows)`` -> ``(batch, buffer)`` allocates a
+        batch of ``rows`` samples; ``fill(chunk, ks, buffer[a:b])`` writes items ``ks`` of
+        ``chunk`` into rows ``a:b``. A batch may span chunks: each chunk's rows are copied while
+        it is open, so no chunk is held past its step.
+        """
+        plan = self.plan
+        first, offset = self.start
+        left = sum(plan.steps[k].size for k in range(first, len(plan.steps))) - offset
+        batch: Any = None
+        buffer: Any = None
+        rows = filled = 0
+        for k in range(first, len(plan.steps)):
+            chunk = yield Need(k)
+            assert chunk is not None
+            order = plan.order(k)
+            if offset:
+                order, offset = order[offset:], 0
+            pos, n = 0, len(order)
+            while pos < n:
+                if batch is None:
+                    rows, filled = min(size, left), 0
+                    batch, buffer = new(rows)
+                take = min(rows - filled, n - pos)
+                fill(chunk, order[pos : pos + take], buffer[filled : filled + take])
+                pos += take
+                filled += take
+                if filled == rows:
+                    left -= rows
+                    out, batch, buffer = batch, None, None
+                    yield out
+        assert batch is None, "the plan's steps hold fewer samples than their sizes"
 
     # -- opening chunks -------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import _BaseDataLoaderIter, _MultiProcessingDataLoaderIter
 
@@ -41,6 +42,15 @@ def worker_of_batch(k: int, batches: np.ndarray[Any, Any]) -> int:
     r = int(np.searchsorted(ends, k, side="right"))
     offset = k - (int(ends[r - 1]) if r else 0)
     return int(np.flatnonzero(batches > r)[offset])
+
+
+def _as_is(batch: Any) -> Any:
+    """The collate function of pre-batched token datasets: batches are already built.
+
+    Workers may yield numpy arrays (cheaper to send than shared-memory tensors); the loader turns
+    them into tensors in the main process, where ``default_convert`` would have in the worker.
+    """
+    return batch
 
 
 class _ResumingIter(_MultiProcessingDataLoaderIter):
@@ -120,16 +130,24 @@ class StreamingDataLoader(DataLoader[Any]):
         dataset.set_num_workers(num_workers)
         if num_workers == 0:
             prefetch_factor = None
+        # Token blocks with the default collate: the dataset yields whole batches, each copied
+        # into one tensor, and torch's automatic batching is off (batch_size=None below).
+        self._dataset_batches = (
+            collate_fn is None and isinstance(dataset, StreamingDataset) and dataset._can_batch_tokens()
+        )
         super().__init__(
             dataset,
-            batch_size=batch_size,
+            batch_size=None if self._dataset_batches else batch_size,
             num_workers=num_workers,
-            collate_fn=collate_fn,
+            collate_fn=_as_is if self._dataset_batches else collate_fn,
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
             prefetch_factor=prefetch_factor,
             **kwargs,
         )
+        if self._dataset_batches:
+            # What the caller asked for (torch's setter refuses it after __init__).
+            object.__setattr__(self, "batch_size", batch_size)
         self.current_epoch = 0
         self._num_samples_yielded = 0
         self._restore = False
@@ -190,7 +208,17 @@ class StreamingDataLoader(DataLoader[Any]):
             self.current_epoch += 1
             self._num_samples_yielded = 0
             ds.set_epoch(self.current_epoch)
-        iterator = super().__iter__()
+        if self._dataset_batches:
+            # Workers copy the dataset (and a single-process iterator calls iter(dataset)) while
+            # the iterator is built: only the loader's own iterators see the flag.
+            assert isinstance(ds, StreamingDataset)
+            ds._loader_batch = (self.batch_size or 1, not self.pin_memory)
+            try:
+                iterator = super().__iter__()
+            finally:
+                ds._loader_batch = None
+        else:
+            iterator = super().__iter__()
         profiling = self._profile_n > 0 and self.current_epoch == 1
         step = self.batch_size or 1
         while True:
@@ -202,6 +230,8 @@ class StreamingDataLoader(DataLoader[Any]):
             if profiling:
                 self._record(started, time.perf_counter())
             self._num_samples_yielded += step
+            if type(batch) is np.ndarray:
+                batch = torch.from_numpy(batch)  # a token batch from a worker (see _as_is)
             yield batch
         ds.reset_state_dict()
 

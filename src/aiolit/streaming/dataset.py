@@ -10,6 +10,7 @@ decodes samples from mmaps in the consumer's thread (:mod:`._run`).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -27,6 +28,10 @@ from aiolit.streaming._source import DataSource, OpenChunk
 from aiolit.streaming.item_loader import BaseItemLoader, ParquetLoader, PyTreeLoader, TokensLoader
 
 __all__ = ["StreamingDataset"]
+
+# Largest token batch a loader worker sends pickled through its pipe rather than in shared memory
+# (measured: pickling wins below ~0.5 MB, the fd handshake of shared memory above).
+_PIPE_BYTES = 512 * 1024
 
 
 def _distributed() -> tuple[int, int]:
@@ -206,6 +211,9 @@ class StreamingDataset(IterableDataset[Any]):
         self.current_epoch = 1
         self.batch_size = 1
         self.num_workers = 0
+        # (batch_size, batches may travel as numpy arrays): set by StreamingDataLoader while it
+        # starts an iterator with torch's batching off.
+        self._loader_batch: tuple[int, bool] | None = None
         self._resume: dict[str, Any] | None = None
         self._world: tuple[int, int] | None = None
 
@@ -383,12 +391,69 @@ class StreamingDataset(IterableDataset[Any]):
     # -- iteration ------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        return self._iter_at(None)
+        if self._loader_batch is None:
+            return self._iter_at(None)
+        # A StreamingDataLoader that switched torch's batching off: yield its batches.
+        size, by_value = self._loader_batch
+        if not self._can_batch_tokens():
+            return self._collated(size)
+        loader = self.item_loader
+        assert isinstance(loader, TokensLoader) and loader.block_size is not None
+        # Small batches travel from a worker faster pickled through the pipe than as shared
+        # memory (one fd handshake each): those are numpy arrays the loader turns into tensors.
+        row_bytes = loader.block_size * loader.dtype.itemsize
+        as_numpy = by_value and get_worker_info() is not None and size * row_bytes <= _PIPE_BYTES
+        return self._iter_at(None, batch=size, as_numpy=as_numpy)
 
-    def _iter_at(self, at: tuple[int, int] | None) -> Iterator[Any]:
-        """This worker's samples; ``at=(epoch, skip)``: of ``epoch`` after the first ``skip``."""
+    def _can_batch_tokens(self) -> bool:
+        """Whether iteration can yield whole token batches (``TokensLoader.copy_blocks``).
+
+        True for a :class:`TokensLoader` (whose reading methods are not overridden) without
+        transforms, in a class that does not override ``__getitem__`` or iteration: a batch is
+        then exactly ``default_collate`` of its blocks.
+        """
+        loader, cls = self.item_loader, type(self)
+        methods = ("load", "block", "wrap", "batch_buffer", "copy_blocks")
+        return (
+            isinstance(loader, TokensLoader)
+            and all(getattr(type(loader), m) is getattr(TokensLoader, m) for m in methods)
+            and not self._transforms()
+            and all(
+                getattr(cls, m) is getattr(StreamingDataset, m)
+                for m in ("__getitem__", "__iter__", "_iter_at", "_producer", "_new_run")
+            )
+        )
+
+    def _collated(self, size: int) -> Iterator[Any]:
+        """Batches of ``size`` samples through ``default_collate`` (what torch's batching does)."""
+        from torch.utils.data import default_collate
+
+        samples = self._iter_at(None)
+        try:
+            while batch := list(itertools.islice(samples, size)):
+                yield default_collate(batch)
+        finally:
+            samples.close()  # type: ignore[attr-defined]
+
+    def _iter_at(
+        self, at: tuple[int, int] | None, *, batch: int | None = None, as_numpy: bool = False
+    ) -> Iterator[Any]:
+        """This worker's samples; ``at=(epoch, skip)``: of ``epoch`` after the first ``skip``.
+
+        ``batch``: yield this worker's batches of that many token blocks, each one tensor
+        (a numpy array with ``as_numpy``; see :meth:`_can_batch_tokens`), instead of the blocks.
+        """
         run = self._new_run(at)
-        walk = run.walk()
+        if batch is None:
+            walk = run.walk()
+        else:
+            loader = self.item_loader
+            assert isinstance(loader, TokensLoader)
+
+            def new(rows: int) -> tuple[Any, Any]:
+                return loader.batch_buffer(rows, as_numpy=as_numpy)
+
+            walk = run.walk_batches(batch, new, loader.copy_blocks)
         reply: OpenChunk | None = None
         try:
             while True:

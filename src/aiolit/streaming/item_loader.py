@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import numpy.typing as npt
+    import torch
 
     from aiolit.format import ChunkEntry, Index, SampleCodec
     from aiolit.streaming._source import OpenChunk
@@ -191,6 +192,42 @@ class TokensLoader(BaseItemLoader):
 
     def load(self, chunk: OpenChunk, k: int) -> Any:
         return self.wrap(self.block(chunk, k).copy())
+
+    def batch_buffer(
+        self, rows: int, *, as_numpy: bool = False
+    ) -> tuple[torch.Tensor | npt.NDArray[Any], npt.NDArray[Any]]:
+        """An uninitialized ``(rows, block_size)`` batch and a numpy view of it to fill.
+
+        The batch is a tensor, what ``default_collate`` makes of ``rows`` blocks (numpy blocks
+        become a tensor too); in a DataLoader worker it lives in shared memory, as
+        ``default_collate``'s does, so handing it to the main process copies nothing.
+        ``as_numpy``: a numpy array instead (the receiver turns it into that tensor with
+        ``torch.from_numpy``).
+        """
+        assert self.block_size is not None
+        shape = (rows, self.block_size)
+        if as_numpy:
+            array = np.empty(shape, self.dtype)
+            return array, array
+        import torch
+        from torch.utils.data import get_worker_info
+
+        dtype = torch.from_numpy(np.empty(0, self.dtype)).dtype
+        if get_worker_info() is None:
+            batch = torch.empty(shape, dtype=dtype)
+        else:
+            nbytes = rows * self.block_size * self.dtype.itemsize
+            storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
+            batch = torch.empty(0, dtype=dtype).set_(storage, 0, shape, (self.block_size, 1))
+        return batch, batch.numpy()
+
+    def copy_blocks(self, chunk: OpenChunk, ks: npt.NDArray[np.int64], out: npt.NDArray[Any]) -> None:
+        """Copy blocks ``ks`` of ``chunk`` into the rows of ``out`` (one ``memcpy`` per row)."""
+        from aiolit._fast import copy_token_blocks
+
+        assert self.block_size is not None
+        tokens = chunk.tokens(self.dtype)
+        copy_token_blocks([tokens] * len(ks), ks * self.block_size, self.block_size, out)
 
 
 class ParquetLoader(BaseItemLoader):
