@@ -57,6 +57,7 @@ def test_litdata_top_level_names_are_provided_or_pinned() -> None:
 def test_litdata_submodule_import_paths() -> None:
     from aiolit.processing.data_processor import ALL_DONE
     from aiolit.raw.indexer import FileMetadata
+    from aiolit.streaming.cache import Dir
     from aiolit.streaming.item_loader import ParquetLoader, TokensLoader
     from aiolit.utilities.encryption import Encryption, FernetEncryption
 
@@ -64,6 +65,7 @@ def test_litdata_submodule_import_paths() -> None:
     assert issubclass(FernetEncryption, Encryption)
     assert TokensLoader is aiolit.TokensLoader and ParquetLoader is aiolit.ParquetLoader
     assert FileMetadata.__name__ == "FileMetadata"
+    assert Dir is aiolit.Dir
 
 
 def test_unknown_name_is_an_attribute_error() -> None:
