@@ -55,6 +55,7 @@ def test_litdata_top_level_names_are_provided_or_pinned() -> None:
 
 
 def test_litdata_submodule_import_paths() -> None:
+    from aiolit.debugger import enable_tracer
     from aiolit.processing.data_processor import ALL_DONE
     from aiolit.raw.indexer import FileMetadata
     from aiolit.streaming.cache import Dir
@@ -66,6 +67,7 @@ def test_litdata_submodule_import_paths() -> None:
     assert TokensLoader is aiolit.TokensLoader and ParquetLoader is aiolit.ParquetLoader
     assert FileMetadata.__name__ == "FileMetadata"
     assert Dir is aiolit.Dir
+    assert callable(enable_tracer)
 
 
 def test_unknown_name_is_an_attribute_error() -> None:

@@ -17,6 +17,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
+from aiolit import _trace
 from aiolit.streaming._cache import ChunkCache
 
 __all__ = ["Fetch", "Prefetcher"]
@@ -74,6 +75,7 @@ class Prefetcher:
         self._scheduler: asyncio.Task[None] | None = None
         self._closed = False
         self.downloads = 0  # chunks fetched, for tests and profiling
+        self._attempts: dict[str, int] = {}  # downloads started per chunk (kept while tracing)
 
     # -- the future ---------------------------------------------------------------------------
 
@@ -156,15 +158,34 @@ class Prefetcher:
             if self._tasks and inflight + size > self._max_inflight:
                 break
             pinned = set(window[: i + 1]) | set(self._tasks)
+            before = (self._cache.evictions, self._cache.used_bytes) if _trace.on else None
             # The current chunk is fetched even over budget; look-ahead waits for room.
             if not self._cache.reserve(name, size, next_use=self.next_use, pinned=pinned, force=i == 0):
                 break
+            if before is not None and self._cache.evictions != before[0]:
+                _trace.instant(
+                    "evict",
+                    "cache",
+                    chunks=self._cache.evictions - before[0],
+                    bytes_freed=before[1] + size - self._cache.used_bytes,
+                    room_for=name,
+                )
             inflight += size
             self._tasks[name] = asyncio.get_running_loop().create_task(self._download(name))
+        if _trace.on:
+            _trace.counter(
+                "prefetch queue",
+                "prefetch",
+                downloading=len(self._tasks),
+                inflight_mb=inflight / 1e6,
+                waiting_consumers=sum(not w.done() for w in self._waiters.values()),
+            )
+            _trace.counter("cache", "cache", used_mb=self._cache.used_bytes / 1e6)
 
     async def _download(self, name: str) -> None:
         tmp = self._cache.temp_path(name)
         error: BaseException | None = None
+        started = (_trace.now(), self.next_use(name) - self._pos) if _trace.on else None
         try:
             await self._fetch(name, tmp)
             self._cache.commit(name, tmp)
@@ -177,10 +198,24 @@ class Prefetcher:
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
+            if started is not None:
+                self._trace_download(name, started, error)
             self._tasks.pop(name, None)
             if not self._closed:
                 self._resolve(name, error)
                 self._kick()
+
+    def _trace_download(self, name: str, started: tuple[float, float], error: BaseException | None) -> None:
+        attempt = self._attempts[name] = self._attempts.get(name, 0) + 1
+        args: dict[str, object] = {
+            "chunk": name,
+            "bytes": self._sizes[name],
+            "attempt": attempt,  # > 1: fetched again (evicted by a co-worker, or after a failure)
+            "steps_ahead": int(started[1]) if started[1] != math.inf else None,  # 0: awaited now
+        }
+        if error is not None:
+            args["error"] = type(error).__name__
+        _trace.complete("download", "prefetch", started[0], _trace.now(), args)
 
     def _resolve(self, name: str, error: BaseException | None) -> None:
         waiter = self._waiters.pop(name, None)

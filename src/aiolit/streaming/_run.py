@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiolit import _trace
 from aiolit.streaming._prefetch import Prefetcher
 from aiolit.streaming._source import DataSource, OpenChunk
 
@@ -104,11 +105,16 @@ class Run:
                 order, offset = order[offset:], 0
             ids = order.tolist()
             if many is None:
+                if _trace.on:
+                    for i in ids:
+                        yield _decode_one(produce, chunk, chunk_id, i)
+                    continue
                 for i in ids:
                     yield produce(chunk, chunk_id, i)
                 continue
             for b in range(0, len(ids), _BATCH):
                 batch = ids[b : b + _BATCH]
+                started = _trace.now() if _trace.on else None
                 try:
                     samples = many(chunk, chunk_id, batch)
                 except Exception:
@@ -116,9 +122,18 @@ class Run:
                     # error surfaces at the sample that caused it (as without batching).
                     samples = None
                 if samples is None:
+                    if started is not None:
+                        for i in batch:
+                            yield _decode_one(produce, chunk, chunk_id, i)
+                        continue
                     for i in batch:
                         yield produce(chunk, chunk_id, i)
-                elif finish is None:
+                    continue
+                if started is not None:
+                    _trace.complete(
+                        "decode", "read", started, _trace.now(), {"chunk": chunk_id, "items": len(batch)}
+                    )
+                if finish is None:
                     yield from samples
                 else:
                     for sample in samples:
@@ -156,7 +171,11 @@ class Run:
                     rows, filled = min(size, left), 0
                     batch, buffer = new(rows)
                 take = min(rows - filled, n - pos)
+                started = _trace.now() if _trace.on else None
                 fill(chunk, order[pos : pos + take], buffer[filled : filled + take])
+                if started is not None:
+                    args = {"chunk": plan.steps[k].chunk, "items": take}
+                    _trace.complete("decode", "read", started, _trace.now(), args)
                 pos += take
                 filled += take
                 if filled == rows:
@@ -191,28 +210,52 @@ class Run:
 
         chunk_id = self.plan.steps[step].chunk
         if self.source.in_place:
-            return self.source.open_local(chunk_id)
+            return self._open(chunk_id, None)
         prefetcher = self._prefetcher()
+        started = _trace.now() if _trace.on else None
         path = _loop.run(prefetcher.get(step))
+        if started is not None:
+            self._trace_wait(step, started)
         try:
-            return self.source.open_local(chunk_id, path)
+            return self._open(chunk_id, path)
         except FileNotFoundError:
             # Evicted by a co-worker between download and open: fetch it again.
+            if _trace.on:
+                _trace.instant("chunk gone, fetching again", "read", chunk=self.source.names[chunk_id])
             _loop.run(_refetch(prefetcher, self.source.names[chunk_id]))
-            return self.source.open_local(chunk_id, _loop.run(prefetcher.get(step)))
+            return self._open(chunk_id, _loop.run(prefetcher.get(step)))
 
     async def open_async(self, step: int) -> OpenChunk:
         """Open step ``step``'s chunk from a coroutine on the caller's loop."""
         chunk_id = self.plan.steps[step].chunk
         if self.source.in_place:
-            return self.source.open_local(chunk_id)
+            return self._open(chunk_id, None)
         prefetcher = self._prefetcher()
+        started = _trace.now() if _trace.on else None
         path = await prefetcher.get(step)
+        if started is not None:
+            self._trace_wait(step, started)
         try:
-            return self.source.open_local(chunk_id, path)
+            return self._open(chunk_id, path)
         except FileNotFoundError:
+            if _trace.on:
+                _trace.instant("chunk gone, fetching again", "read", chunk=self.source.names[chunk_id])
             prefetcher.refetch(self.source.names[chunk_id])
-            return self.source.open_local(chunk_id, await prefetcher.get(step))
+            return self._open(chunk_id, await prefetcher.get(step))
+
+    def _open(self, chunk_id: int, path: Path | None) -> OpenChunk:
+        if not _trace.on:
+            return self.source.open_local(chunk_id, path)
+        started = _trace.now()
+        chunk = self.source.open_local(chunk_id, path)
+        args = {"chunk": self.source.names[chunk_id], "bytes": len(chunk.data)}
+        _trace.complete("open chunk", "read", started, _trace.now(), args)
+        return chunk
+
+    def _trace_wait(self, step: int, started: float) -> None:
+        # The consumer blocked on the prefetcher for this step's chunk (~0 when it was ready).
+        args = {"chunk": self.source.names[self.plan.steps[step].chunk], "step": step}
+        _trace.complete("wait for chunk", "read", started, _trace.now(), args)
 
     def close_sync(self) -> None:
         """Stop the prefetcher (sync consumers)."""
@@ -221,6 +264,8 @@ class Run:
         if self.prefetcher is not None:
             prefetcher, self.prefetcher = self.prefetcher, None
             _loop.run(prefetcher.aclose())
+        if _trace.on:
+            _trace.flush()  # a DataLoader worker's file is complete at the end of each pass
 
     async def aclose(self) -> None:
         """Stop the prefetcher (async consumers)."""
@@ -229,6 +274,18 @@ class Run:
             await prefetcher.aclose()
         if not self.source.in_place:
             await self.source.close_store()
+        if _trace.on:
+            _trace.flush()
+
+
+def _decode_one(
+    produce: Callable[[OpenChunk, int, int], Any], chunk: OpenChunk, chunk_id: int, k: int
+) -> Any:
+    """``produce(chunk, chunk_id, k)`` in a ``decode`` span (tracing on, one sample at a time)."""
+    started = _trace.now()
+    sample = produce(chunk, chunk_id, k)
+    _trace.complete("decode", "read", started, _trace.now(), {"chunk": chunk_id, "items": 1})
+    return sample
 
 
 async def _refetch(prefetcher: Prefetcher, name: str) -> None:

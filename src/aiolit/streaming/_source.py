@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiolit import _trace
 from aiolit.errors import CorruptChunkError, FormatError, ObjectNotFoundError
 from aiolit.streaming._cache import ChunkCache
 from aiolit.streaming._resolve import Dir, cache_root, versioned_cache_dir
@@ -289,23 +290,49 @@ class DataSource:
         store = self.store()
         problem = ""
         for _attempt in range(2):
+            started = _trace.now() if _trace.on else None
             if self.compressed[i]:
                 ztmp = tmp.with_name(tmp.name + ".z")
                 try:
                     await store.get_to_file(entry.filename, ztmp)
+                    if started is not None:
+                        _trace.complete(
+                            "get",
+                            "store",
+                            started,
+                            _trace.now(),
+                            {"key": entry.filename, "attempt": _attempt + 1},
+                        )
+                        inflated = _trace.now()
                     await asyncio.to_thread(_decompress_to, ztmp, tmp, entry.filename, decompress_file)
+                    if started is not None:
+                        _trace.complete(
+                            "decompress", "store", inflated, _trace.now(), {"key": entry.filename}
+                        )
                 finally:
                     ztmp.unlink(missing_ok=True)
             else:
                 await store.get_to_file(entry.filename, tmp, size=int(entry.chunk_bytes))
+                if started is not None:
+                    _trace.complete(
+                        "get",
+                        "store",
+                        started,
+                        _trace.now(),
+                        {"key": entry.filename, "bytes": int(entry.chunk_bytes), "attempt": _attempt + 1},
+                    )
             size = tmp.stat().st_size
             if size != int(entry.chunk_bytes):
                 problem = f"{size} bytes instead of the {entry.chunk_bytes} the index lists"
+                if _trace.on:
+                    _trace.instant("corrupt chunk", "store", key=entry.filename, problem=problem)
                 continue
             checksum = await asyncio.to_thread(_checksum_problem, tmp, entry)
             if checksum is None:
                 return
             problem = checksum
+            if _trace.on:
+                _trace.instant("corrupt chunk", "store", key=entry.filename, problem=problem)
         raise CorruptChunkError(f"{self.url}/{entry.filename}: downloaded twice, still corrupt: {problem}")
 
     async def fetch_item(self, i: int, k: int) -> bytes:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import _BaseDataLoaderIter, _MultiProcessingDataLoaderIter
 
+from aiolit import _trace
 from aiolit.errors import StateDictError
 from aiolit.streaming._wrapper import StreamingWrapper
 from aiolit.streaming.dataset import StreamingDataset
@@ -51,6 +54,138 @@ def _as_is(batch: Any) -> Any:
     them into tensors in the main process, where ``default_convert`` would have in the worker.
     """
     return batch
+
+
+# -- tracing ----------------------------------------------------------------------------------------
+
+# How long the main process may wait for the workers' trace files (at the N-th batch, and again at
+# the end of the epoch for the files still missing).
+_PROFILE_WAIT = 1.0
+
+# This DataLoader worker's profiling state: {"left": batches to trace, "owned": tracing was off}.
+_worker_profile: dict[str, Any] = {}
+
+
+class _TraceWorkerInit:
+    """``worker_init_fn`` of a profiled epoch: trace this worker into ``directory``.
+
+    ``limits[worker_id]``: how many of the profiled batches this worker produces; after the last
+    one it writes its file (and stops tracing if it was off before).
+    """
+
+    def __init__(self, directory: str, limits: list[int], inner: Callable[[int], None] | None) -> None:
+        self.directory, self.limits, self.inner = directory, limits, inner
+
+    def __call__(self, worker_id: int) -> None:
+        owned = not _trace.on or _trace.directory() is None
+        if owned:
+            _trace.enable(self.directory)
+        _trace.set_process_name(f"DataLoader worker {worker_id}")
+        _trace.instant("worker start", "dataloader", worker=worker_id)
+        _worker_profile.update(left=self.limits[worker_id], owned=owned)
+        if self.inner is not None:
+            self.inner(worker_id)
+
+
+class _TraceCollate:
+    """A worker's ``collate_fn`` with a ``collate`` span per batch (and the profile's cut-off)."""
+
+    def __init__(self, inner: Callable[[Any], Any]) -> None:
+        self.inner = inner
+
+    def __call__(self, data: Any) -> Any:
+        if not _trace.on:
+            return self.inner(data)
+        started = _trace.now()
+        out = self.inner(data)
+        _trace.complete("collate", "dataloader", started, _trace.now())
+        left = _worker_profile.get("left")
+        if left is not None:
+            _worker_profile["left"] = left = left - 1
+            if left == 0:
+                # The last profiled batch of this worker: the file must exist before the main
+                # process receives this batch.
+                _trace.flush()
+                if _worker_profile["owned"]:
+                    _trace.disable()
+                _worker_profile.clear()
+        return out
+
+
+class _Profile:
+    """One ``profile_batches`` session: batch waits in the main process + the workers' traces.
+
+    Writes ``{out_dir}/result.json`` once the main process has yielded ``n`` batches and every
+    worker's file is there (waiting at most ``_PROFILE_WAIT``), else again at the end of the
+    epoch with what arrived by then.
+    """
+
+    def __init__(self, n: int, out_dir: str) -> None:
+        self.n = n
+        self.out = os.path.join(out_dir, "result.json")
+        self.owned = not _trace.on
+        shared = _trace.directory() if _trace.on else None
+        self.private = shared is None
+        self.directory = shared if shared is not None else tempfile.mkdtemp(prefix="aiolit-profile-")
+        if self.owned:
+            _trace.enable()  # main process: in memory (fork workers inherit the switch)
+        self.mark = _trace.mark()
+        self.since = _trace.now()
+        self.wall = time.time()
+        self.until: float | None = None
+        self.main_events: list[dict[str, Any]] = []
+        self.batches = 0
+        self.pids: list[int] = []
+        self.done = False
+
+    def bind(self, iterator: Any) -> None:
+        self.pids = [int(w.pid) for w in getattr(iterator, "_workers", []) if w.pid is not None]
+
+    def batch(self, started: float, ended: float) -> None:
+        _trace.complete("batch wait", "dataloader", started, ended, {"batch": self.batches})
+        self.batches += 1
+        if self.batches == self.n:
+            self.stop()
+            self.merge(final=False)
+
+    def stop(self) -> None:
+        if self.until is None:
+            self.until = _trace.now()
+            self.main_events = _trace.events(self.mark)
+            if self.owned:
+                _trace.disable()
+                _trace.truncate(self.mark)
+
+    def _ready(self) -> list[str]:
+        missing = []
+        for pid in self.pids:
+            path = _trace.file_of(pid, self.directory)
+            assert path is not None
+            try:
+                # A shared directory may hold this worker's file of an earlier pass.
+                if self.private or os.stat(path).st_mtime >= self.wall - 0.05:
+                    continue
+            except FileNotFoundError:
+                pass
+            missing.append(path)
+        return missing
+
+    def merge(self, *, final: bool) -> None:
+        """Write ``result.json``; ``final``: whatever the workers have written by now."""
+        if self.done:
+            return
+        self.stop()
+        deadline = time.monotonic() + _PROFILE_WAIT
+        while (missing := self._ready()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        files = [p for p in (_trace.file_of(pid, self.directory) for pid in self.pids) if p is not None]
+        os.makedirs(os.path.dirname(self.out), exist_ok=True)
+        _trace.merge(files, self.out, extra=self.main_events, since=self.since, until=self.until)
+        if missing and not final:
+            return  # written as it is; the end of the epoch writes it again
+        self.done = True
+        if self.private:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class _ResumingIter(_MultiProcessingDataLoaderIter):
@@ -154,7 +289,8 @@ class StreamingDataLoader(DataLoader[Any]):
         self._first_worker = 0
         self._profile_n = profile_n
         self._profile_dir = os.fspath(profile_dir) if profile_dir is not None else None
-        self._trace: list[dict[str, Any]] = []
+        self._trace: list[dict[str, Any]] = []  # batch waits of a profile without workers
+        self._profiled = False
 
     @property
     def _streaming(self) -> StreamingDataset | StreamingWrapper:
@@ -208,50 +344,103 @@ class StreamingDataLoader(DataLoader[Any]):
             self.current_epoch += 1
             self._num_samples_yielded = 0
             ds.set_epoch(self.current_epoch)
+        profiling = self._profile_n > 0 and self.current_epoch == 1 and not self._profiled
+        session: _Profile | None = None
+        if profiling and self.num_workers:
+            self._profiled = True
+            session = _Profile(self._profile_n, self._profile_dir or os.getcwd())
+        saved = self.worker_init_fn, self.collate_fn
+        if self.num_workers and (session is not None or _trace.on):
+            # Workers copy these when they start: trace them (and cut the profile off) there.
+            self.collate_fn = _TraceCollate(self.collate_fn)
+            if session is not None:
+                limits = self._profile_limits(self._num_samples_yielded // (self.batch_size or 1))
+                self.worker_init_fn = _TraceWorkerInit(session.directory, limits, self.worker_init_fn)
+        try:
+            iterator = self._new_iterator()
+        finally:
+            self.worker_init_fn, self.collate_fn = saved
+        if session is not None:
+            session.bind(iterator)
+        step = self.batch_size or 1
+        try:
+            while True:
+                timed = profiling or _trace.on
+                started = _trace.now() if timed else 0.0
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    break
+                if timed:
+                    ended = _trace.now()
+                    if session is not None and session.until is None:
+                        session.batch(started, ended)  # the main process traces until the N-th
+                        profiling = session.until is None
+                    elif _trace.on:
+                        _trace.complete("batch wait", "dataloader", started, ended)
+                    if profiling and session is None:
+                        self._record(started, ended)
+                        profiling = not self._profiled
+                self._num_samples_yielded += step
+                if type(batch) is np.ndarray:
+                    batch = torch.from_numpy(batch)  # a token batch from a worker (see _as_is)
+                yield batch
+        finally:
+            if session is not None:
+                session.merge(final=True)
+            elif self._trace and not self._profiled:
+                self._write_profile()
+        ds.reset_state_dict()
+
+    def _new_iterator(self) -> Iterator[Any]:
+        ds = self._streaming
         if self._dataset_batches:
             # Workers copy the dataset (and a single-process iterator calls iter(dataset)) while
             # the iterator is built: only the loader's own iterators see the flag.
             assert isinstance(ds, StreamingDataset)
             ds._loader_batch = (self.batch_size or 1, not self.pin_memory)
             try:
-                iterator = super().__iter__()
+                return super().__iter__()
             finally:
                 ds._loader_batch = None
+        return super().__iter__()
+
+    def _profile_limits(self, done: int) -> list[int]:
+        """How many of the next ``profile_n`` batches (from batch ``done``) each worker yields."""
+        counts = [0] * self.num_workers
+        if self._worker_lengths() is None:
+            for k in range(done, done + self._profile_n):
+                counts[k % self.num_workers] += 1
         else:
-            iterator = super().__iter__()
-        profiling = self._profile_n > 0 and self.current_epoch == 1
-        step = self.batch_size or 1
-        while True:
-            started = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
-            if profiling:
-                self._record(started, time.perf_counter())
-            self._num_samples_yielded += step
-            if type(batch) is np.ndarray:
-                batch = torch.from_numpy(batch)  # a token batch from a worker (see _as_is)
-            yield batch
-        ds.reset_state_dict()
+            batches, total = self._schedule()
+            for k in range(done, min(done + self._profile_n, total)):
+                counts[worker_of_batch(k, batches)] += 1
+        # A worker with none of them still writes its file (after its first batch or at its end).
+        return [max(1, c) for c in counts]
 
     def _record(self, started: float, ended: float) -> None:
+        # Without workers, result.json holds the batch waits only (use enable_tracer() for more).
         self._trace.append(
             {
-                "name": f"batch {len(self._trace)}",
+                "name": "batch wait",
                 "cat": "dataloader",
                 "ph": "X",
                 "ts": started * 1e6,
                 "dur": (ended - started) * 1e6,
                 "pid": os.getpid(),
                 "tid": 0,
+                "args": {"batch": len(self._trace)},
             }
         )
         if len(self._trace) == self._profile_n:
-            directory = self._profile_dir or os.getcwd()
-            os.makedirs(directory, exist_ok=True)
-            with open(os.path.join(directory, "result.json"), "w") as f:
-                json.dump({"traceEvents": self._trace, "displayTimeUnit": "ms"}, f)
+            self._write_profile()
+
+    def _write_profile(self) -> None:
+        self._profiled = True
+        directory = self._profile_dir or os.getcwd()
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "result.json"), "w") as f:
+            json.dump({"traceEvents": self._trace, "displayTimeUnit": "ms"}, f)
 
     # -- state ----------------------------------------------------------------------------------
 
