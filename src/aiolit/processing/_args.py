@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiolit.errors import LoopError
+from aiolit.processing._sources import sequential_split
 
-__all__ = ["Topology", "check_extra_kwargs", "ensure_no_running_loop", "resolve_topology"]
+__all__ = ["Topology", "check_extra_kwargs", "ensure_no_running_loop", "fast_dev_limit", "resolve_topology"]
+
+_DEFAULT_FAST_DEV_RUN = 10  # inputs per worker for fast_dev_run=True (LitData's number)
 
 # LitData arguments aiolit accepts and ignores: they tune LitData's own machinery (downloader and
 # uploader threads, DNS tweaks, Lightning machines) that aiolit does not have.
@@ -77,6 +80,22 @@ class Topology:
     def rank(self, worker: int) -> int:
         """The global writer rank (LitData: ``node_rank * num_workers + worker``)."""
         return self.node_rank * self.num_workers + worker
+
+    def node_ranges(self, num_items: int) -> list[range]:
+        """This node's per-worker ranges: the inputs are split over every worker of every node."""
+        parts = sequential_split(num_items, self.num_nodes * self.num_workers)
+        return parts[self.node_rank * self.num_workers : (self.node_rank + 1) * self.num_workers]
+
+
+def fast_dev_limit(fast_dev_run: bool | int) -> int | None:
+    """Inputs per worker for ``fast_dev_run`` (``True``: 10, an int: that many), or None for all."""
+    if fast_dev_run is False or fast_dev_run is None:
+        return None
+    if fast_dev_run is True:
+        return _DEFAULT_FAST_DEV_RUN
+    if isinstance(fast_dev_run, int) and fast_dev_run > 0:
+        return fast_dev_run
+    raise ValueError(f"fast_dev_run must be a bool or a positive int, got {fast_dev_run!r}")
 
 
 def _default_start_method() -> str:

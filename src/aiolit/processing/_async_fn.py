@@ -21,7 +21,7 @@ from typing import Any
 
 from aiolit.errors import OptimizeError
 from aiolit.processing._engine import ProgressBar
-from aiolit.processing._worker import OptimizeTask, TaskResult, describe_input, set_env
+from aiolit.processing._worker import OptimizeTask, TaskResult, describe_input, finish_writer, set_env
 
 __all__ = ["is_async_fn", "run_async_fn"]
 
@@ -138,11 +138,9 @@ async def run_async_fn(
         entries: list[Any] = []
         config: dict[str, Any] | None = None
         if counts["samples"]:
-            entries = list(await loop.run_in_executor(writer_thread, writer.done))
-            config = dict(writer.config)
-            shard = os.path.join(write_dir, f"{task.rank}.index.json")
-            if os.path.exists(shard):
-                os.remove(shard)
+            entries, config = await loop.run_in_executor(
+                writer_thread, finish_writer, writer, write_dir, task.rank
+            )
             for entry in entries:
                 chunk_done(entry)
         await asyncio.gather(*uploads)

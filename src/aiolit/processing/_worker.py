@@ -18,16 +18,21 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiolit.errors import OptimizeError
 from aiolit.processing._upload import Uploader
+
+if TYPE_CHECKING:
+    from aiolit.format import ChunkWriter
 
 __all__ = [
     "MapTask",
     "OptimizeTask",
     "TaskResult",
+    "WorkerTask",
     "describe_input",
+    "finish_writer",
     "init_worker",
     "run_map_task",
     "run_optimize_task",
@@ -116,8 +121,8 @@ class TaskResult:
 
 
 @dataclass(frozen=True)
-class OptimizeTask:
-    """Everything a worker needs to turn inputs into chunks for one writer rank."""
+class WorkerTask:
+    """What every worker task carries: ``fn``, its rank in the topology and the output."""
 
     fn: Callable[..., Any]
     rank: int
@@ -127,6 +132,12 @@ class OptimizeTask:
     output_url: str
     local_output: bool
     storage_options: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class OptimizeTask(WorkerTask):
+    """Everything a worker needs to turn inputs into chunks for one writer rank."""
+
     writer_options: dict[str, Any]
     chunk_index_start: int = 0
 
@@ -143,6 +154,20 @@ def _samples(fn: Callable[..., Any], item: Any) -> Iterator[Any]:
 
 def _fail(position: int, item: Any, what: str) -> OptimizeError:
     return OptimizeError(f"{what} on {describe_input(position, item)}:\n{traceback.format_exc()}")
+
+
+def finish_writer(writer: ChunkWriter, write_dir: str, rank: int) -> tuple[list[Any], dict[str, Any]]:
+    """Flush ``writer``'s last chunk; return all its entries and its index config.
+
+    Its index shard is removed: the coordinator writes the only index, and a leftover shard would
+    make a failed run look complete to readers that merge shards on their own.
+    """
+    entries = list(writer.done())
+    config = dict(writer.config)
+    shard = os.path.join(write_dir, f"{rank}.index.json")
+    if os.path.exists(shard):
+        os.remove(shard)
+    return entries, config
 
 
 def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -> TaskResult:
@@ -191,13 +216,7 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         entries: list[Any] = []
         config: dict[str, Any] | None = None
         if num_samples:
-            entries = list(writer.done())
-            config = dict(writer.config)
-            # The coordinator writes the only index; a leftover shard would make a failed run
-            # look complete to readers that merge shards on their own.
-            shard = os.path.join(write_dir, f"{task.rank}.index.json")
-            if os.path.exists(shard):
-                os.remove(shard)
+            entries, config = finish_writer(writer, write_dir, task.rank)
             for entry in entries:
                 chunk_done(entry)
         if uploader is not None:
@@ -211,17 +230,8 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
 
 
 @dataclass(frozen=True)
-class MapTask:
+class MapTask(WorkerTask):
     """Everything a worker needs to run a ``map`` function over its inputs."""
-
-    fn: Callable[..., Any]
-    rank: int
-    num_workers: int
-    num_nodes: int
-    node_rank: int
-    output_url: str
-    local_output: bool
-    storage_options: dict[str, Any] | None
 
 
 def run_map_task(task: MapTask, items: list[tuple[int, Any]] | None) -> TaskResult:

@@ -22,15 +22,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from aiolit import _loop
-from aiolit.errors import FormatError, ObjectNotFoundError
-from aiolit.format import ChunkEntry, Index, natural_sort_key, write_index_atomic
+from aiolit.errors import ObjectNotFoundError
+from aiolit.format import Index, write_index_atomic
 from aiolit.processing._args import ensure_no_running_loop
-from aiolit.processing.parquet import _read_footer
+from aiolit.processing.parquet import build_parquet_index
 from aiolit.stores import open_store
 
 __all__ = ["hf_index_dir", "index_hf_dataset", "index_hf_dataset_async"]
@@ -125,34 +124,9 @@ async def build_hf_index(
                 f"no .parquet files under {url}; indexing and streaming hf:// datasets needs Parquet files "
                 "(try the dataset's refs/convert/parquet revision: hf://datasets/owner/name@refs/convert/parquet)"
             )
-        listing.sort(key=lambda m: natural_sort_key(m.key))
-        slots = asyncio.Semaphore(max(1, num_workers))
-
-        async def one(name: str, size: int) -> tuple[int, list[str]]:
-            async with slots:
-                return await _read_footer(store, name, size)
-
-        footers = await asyncio.gather(*(one(m.key, m.size) for m in listing))
+        return await build_parquet_index(store, url, listing, num_workers)
     finally:
         await store.aclose()
-    data_format = footers[0][1]
-    for meta, (_, types) in zip(listing, footers, strict=True):
-        if types != data_format:
-            raise FormatError(
-                f"parquet schemas differ in {url}: {listing[0].key} has {data_format}, {meta.key} has {types}"
-            )
-    config: dict[str, Any] = {
-        "chunk_bytes": None,
-        "chunk_size": None,
-        "compression": None,
-        "data_format": data_format,
-        "data_spec": None,
-        "encryption": None,
-        "item_loader": "ParquetLoader",
-        "types": None,
-    }
-    chunks = [ChunkEntry(m.key, rows, m.size, None) for m, (rows, _) in zip(listing, footers, strict=True)]
-    return Index(chunks, config, updated_at=str(time.time()))
 
 
 async def index_hf_dataset_async(

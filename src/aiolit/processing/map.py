@@ -12,10 +12,15 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from aiolit.processing._args import check_extra_kwargs, ensure_no_running_loop, resolve_topology
+from aiolit.processing._args import (
+    check_extra_kwargs,
+    ensure_no_running_loop,
+    fast_dev_limit,
+    resolve_topology,
+)
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
 from aiolit.processing._output import Output
-from aiolit.processing._sources import batched, open_source, sequential_split
+from aiolit.processing._sources import batched, open_source
 from aiolit.processing._worker import MapTask, run_map_task
 
 __all__ = ["map", "map_async"]
@@ -85,14 +90,7 @@ async def map_async(
         raise ValueError(f"fn must be callable, got {fn!r}")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if fast_dev_run is True:
-        limit: int | None = 10
-    elif fast_dev_run is False or fast_dev_run is None:
-        limit = None
-    elif isinstance(fast_dev_run, int) and fast_dev_run > 0:
-        limit = fast_dev_run
-    else:
-        raise ValueError(f"fast_dev_run must be a bool or a positive int, got {fast_dev_run!r}")
+    limit = fast_dev_limit(fast_dev_run)
     topo = resolve_topology(num_workers, num_nodes, start_method)
     source = open_source(inputs, None)
     output = Output(output_dir, storage_options)
@@ -103,8 +101,7 @@ async def map_async(
         items = await source.materialize()
         if batch_size is not None:
             items = batched(items, batch_size)
-        parts = sequential_split(len(items), topo.num_nodes * topo.num_workers)
-        ranges = parts[topo.node_rank * topo.num_workers : (topo.node_rank + 1) * topo.num_workers]
+        ranges = topo.node_ranges(len(items))
 
         def make_task(rank: int) -> MapTask:
             return MapTask(

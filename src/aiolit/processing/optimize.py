@@ -20,19 +20,19 @@ from aiolit.processing._args import (
     Topology,
     check_extra_kwargs,
     ensure_no_running_loop,
+    fast_dev_limit,
     resolve_topology,
 )
 from aiolit.processing._async_fn import is_async_fn, run_async_fn
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
-from aiolit.processing._sources import Source, batched, open_source, sequential_split
+from aiolit.processing._sources import Source, batched, open_source
 from aiolit.processing._worker import OptimizeTask, run_optimize_task
 
 __all__ = ["optimize", "optimize_async"]
 
 _COMPRESSION = re.compile(r"^zstd(:([1-9]|1[0-9]|2[0-2]))?$")
-_DEFAULT_FAST_DEV_RUN = 10
 
 
 def _chunk_bytes(value: int | str | None) -> int | None:
@@ -43,16 +43,6 @@ def _chunk_bytes(value: int | str | None) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"chunk_bytes must be an int or a size string like '64MB', got {value!r}")
     return parse_chunk_bytes(value)
-
-
-def _fast_dev_limit(fast_dev_run: bool | int) -> int | None:
-    if fast_dev_run is False or fast_dev_run is None:
-        return None
-    if fast_dev_run is True:
-        return _DEFAULT_FAST_DEV_RUN
-    if isinstance(fast_dev_run, int) and fast_dev_run > 0:
-        return fast_dev_run
-    raise ValueError(f"fast_dev_run must be a bool or a positive int, got {fast_dev_run!r}")
 
 
 def _item_loader_name(item_loader: Any) -> str:
@@ -84,13 +74,6 @@ async def _batched_stream(
 async def _list_stream(items: list[tuple[int, Any]]) -> AsyncIterator[tuple[int, Any]]:
     for pair in items:
         yield pair
-
-
-def _node_items(items: list[Any], topo: Topology) -> tuple[list[range], int]:
-    """This node's per-worker ranges: the inputs are split over every worker of every node."""
-    parts = sequential_split(len(items), topo.num_nodes * topo.num_workers)
-    mine = parts[topo.node_rank * topo.num_workers : (topo.node_rank + 1) * topo.num_workers]
-    return mine, sum(len(part) for part in mine)
 
 
 async def optimize_async(
@@ -201,7 +184,7 @@ async def optimize_async(
     concurrency = 32 if max_concurrency is None else max_concurrency
     if concurrency <= 0:
         raise ValueError(f"max_concurrency must be positive, got {max_concurrency!r}")
-    limit = _fast_dev_limit(fast_dev_run)
+    limit = fast_dev_limit(fast_dev_run)
     loader_name = _item_loader_name(item_loader)
     topo = resolve_topology(num_workers, num_nodes, start_method)
     source = open_source(inputs, queue)
@@ -270,8 +253,8 @@ async def _run(
         items = batched(items, batch_size)
 
     if items is not None:
-        ranges, node_total = _node_items(items, topo)
-        total: int | None = node_total
+        ranges = topo.node_ranges(len(items))
+        total: int | None = sum(len(part) for part in ranges)
         if limit is not None:
             total = sum(min(len(part), limit) for part in ranges)
     else:

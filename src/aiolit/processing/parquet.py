@@ -34,7 +34,7 @@ from aiolit import _loop
 from aiolit.errors import FormatError, ObjectNotFoundError, StoreError
 from aiolit.format import ChunkEntry, Index, natural_sort_key, write_index_atomic
 from aiolit.processing._args import ensure_no_running_loop
-from aiolit.stores import Store, open_store
+from aiolit.stores import ObjectMeta, Store, open_store
 
 __all__ = ["index_parquet_dataset", "index_parquet_dataset_async"]
 
@@ -114,6 +114,44 @@ async def _read_footer(store: Store, name: str, size: int) -> tuple[int, list[st
     return await asyncio.to_thread(parse)
 
 
+async def build_parquet_index(store: Store, url: str, listing: list[ObjectMeta], num_workers: int) -> Index:
+    """The parquet index of the files ``listing`` of ``store`` (one chunk per file, natural order).
+
+    Reads the footers, ``num_workers`` at a time; ``url`` names the directory in errors.
+
+    Raises
+    ------
+    FormatError
+        A file is not parquet, or the files' schemas differ.
+    """
+    listing = sorted(listing, key=lambda m: natural_sort_key(m.key))
+    slots = asyncio.Semaphore(max(1, num_workers))
+
+    async def one(name: str, size: int) -> tuple[int, list[str]]:
+        async with slots:
+            return await _read_footer(store, name, size)
+
+    footers = await asyncio.gather(*(one(m.key, m.size) for m in listing))
+    data_format = footers[0][1]
+    for meta, (_, types) in zip(listing, footers, strict=True):
+        if types != data_format:
+            raise FormatError(
+                f"parquet schemas differ in {url}: {listing[0].key} has {data_format}, {meta.key} has {types}"
+            )
+    config: dict[str, Any] = {
+        "chunk_bytes": None,
+        "chunk_size": None,
+        "compression": None,
+        "data_format": data_format,
+        "data_spec": None,
+        "encryption": None,
+        "item_loader": "ParquetLoader",
+        "types": None,
+    }
+    chunks = [ChunkEntry(m.key, rows, m.size, None) for m, (rows, _) in zip(listing, footers, strict=True)]
+    return Index(chunks, config, updated_at=str(time.time()))
+
+
 async def index_parquet_dataset_async(
     pq_dir_url: str | os.PathLike[str],
     cache_dir: str | os.PathLike[str] | None = None,
@@ -156,32 +194,7 @@ async def index_parquet_dataset_async(
         raise ObjectNotFoundError(
             f"no .parquet files found directly in {url}; if they are in a subdirectory, pass that path"
         )
-    listing.sort(key=lambda m: natural_sort_key(m.key))
-    slots = asyncio.Semaphore(max(1, num_workers))
-
-    async def one(name: str, size: int) -> tuple[int, list[str]]:
-        async with slots:
-            return await _read_footer(store, name, size)
-
-    footers = await asyncio.gather(*(one(m.key, m.size) for m in listing))
-    data_format = footers[0][1]
-    for meta, (_, types) in zip(listing, footers, strict=True):
-        if types != data_format:
-            raise FormatError(
-                f"parquet schemas differ in {url}: {listing[0].key} has {data_format}, {meta.key} has {types}"
-            )
-    config: dict[str, Any] = {
-        "chunk_bytes": None,
-        "chunk_size": None,
-        "compression": None,
-        "data_format": data_format,
-        "data_spec": None,
-        "encryption": None,
-        "item_loader": "ParquetLoader",
-        "types": None,
-    }
-    chunks = [ChunkEntry(m.key, rows, m.size, None) for m, (rows, _) in zip(listing, footers, strict=True)]
-    index = Index(chunks, config, updated_at=str(time.time()))
+    index = await build_parquet_index(store, url, listing, num_workers)
     await _write(store, url, index, cache_dir)
     return index
 

@@ -6,19 +6,19 @@ import asyncio
 import builtins
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiolit.errors import ObjectNotFoundError, StoreError, StorePermissionError, TransientStoreError
-from aiolit.stores._base import Buffer, ObjectMeta, Store, TransferOptions
-from aiolit.stores._util import LoopLocal, range_text, store_error
+from aiolit.stores._base import Buffer, ClientStore, ObjectMeta, TransferOptions
+from aiolit.stores._util import range_text, store_error
 
 __all__ = ["AzureStore"]
 
 _OPTIONS = {"connection_string", "account_url", "credential", "account_name", "account_key"}
 
 
-class AzureStore(Store):
+class AzureStore(ClientStore):
     """An Azure Blob container prefix: ``azure://container/prefix`` (or ``az://``).
 
     Parameters
@@ -56,7 +56,6 @@ class AzureStore(Store):
         opts.pop("account_name", None)
         opts.pop("account_key", None)
         self._opts = opts
-        self._client: LoopLocal[Any] = LoopLocal()
 
     def __repr__(self) -> str:
         return f"AzureStore({self._url!r})"
@@ -98,20 +97,8 @@ class AzureStore(Store):
 
         return container, close
 
-    async def _c(self) -> Any:
-        return await self._client.get(self._new_client)
-
-    async def _aclose(self) -> None:
-        await self._client.aclose()
-
-    @contextlib.contextmanager
-    def _errors(self, key: str, byte_range: tuple[int, int] | None = None) -> Iterator[None]:
-        try:
-            yield
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise _translate(exc, self.url_for(key), byte_range) from exc
+    def _translate(self, exc: Exception, url: str, byte_range: tuple[int, int] | None) -> StoreError:
+        return _translate(exc, url, byte_range)
 
     async def _get(self, key: str) -> bytes:
         with self._errors(key):

@@ -10,13 +10,14 @@ import contextlib
 import dataclasses
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from aiolit.errors import ObjectNotFoundError, TransientStoreError
+from aiolit.errors import ObjectNotFoundError, StoreError, TransientStoreError
 from aiolit.stores._util import (
+    LoopLocal,
     MiB,
     check_key,
     check_range,
@@ -26,7 +27,7 @@ from aiolit.stores._util import (
     store_error,
 )
 
-__all__ = ["ObjectMeta", "Store", "TransferOptions"]
+__all__ = ["ClientStore", "ObjectMeta", "Store", "TransferOptions"]
 
 Buffer = bytes | bytearray | memoryview
 ReadPart = Callable[[int, int], Awaitable[bytes]]
@@ -370,6 +371,41 @@ class Store(abc.ABC):
                 yield meta
             if cursor is None:
                 return
+
+
+class ClientStore(Store):
+    """A store on an SDK client: one client per (process, event loop), SDK errors translated.
+
+    Subclasses implement :meth:`_new_client` and :meth:`_translate`, fetch the client with
+    ``await self._c()`` and wrap each call in ``with self._errors(key, byte_range):``.
+    """
+
+    def __init__(self, url: str, transfer: TransferOptions | None = None) -> None:
+        super().__init__(url, transfer)
+        self._client: LoopLocal[Any] = LoopLocal()
+
+    @abc.abstractmethod
+    async def _new_client(self) -> tuple[Any, Callable[[], Awaitable[None]]]:
+        """Build a client for the running loop, and the coroutine function that closes it."""
+
+    @abc.abstractmethod
+    def _translate(self, exc: Exception, url: str, byte_range: tuple[int, int] | None) -> StoreError:
+        """Map an SDK failure to the aiolit error tree (without echoing credentials)."""
+
+    async def _c(self) -> Any:
+        return await self._client.get(self._new_client)
+
+    async def _aclose(self) -> None:
+        await self._client.aclose()
+
+    @contextlib.contextmanager
+    def _errors(self, key: str, byte_range: tuple[int, int] | None = None) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, self.url_for(key), byte_range) from exc
 
 
 def _read_file(path: str) -> bytes:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import quote
 
 from aiolit.errors import ObjectNotFoundError, StoreError, StorePermissionError, TransientStoreError
-from aiolit.stores._base import Buffer, ObjectMeta, ReadPart, Store, TransferOptions
-from aiolit.stores._util import LoopLocal, range_text, store_error
+from aiolit.stores._base import Buffer, ClientStore, ObjectMeta, ReadPart, TransferOptions
+from aiolit.stores._util import range_text, store_error
 
 __all__ = ["GCSStore"]
 
@@ -21,7 +20,7 @@ _OPTIONS = {"project", "service_file", "endpoint_url", "api_root", "timeout"}
 _GRANULE = 256 * 1024  # resumable upload chunks must be multiples of 256 KiB
 
 
-class GCSStore(Store):
+class GCSStore(ClientStore):
     """A GCS bucket prefix: ``gs://bucket/prefix``.
 
     Parameters
@@ -52,7 +51,6 @@ class GCSStore(Store):
             raise ValueError(f"unknown GCS option(s) {unknown} for {url}; accepted: {sorted(_OPTIONS)}")
         self._opts = opts
         self._timeout = int(opts.get("timeout", 300))
-        self._client: LoopLocal[Any] = LoopLocal()
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}/{key}" if self._prefix else key
@@ -88,20 +86,8 @@ class GCSStore(Store):
 
         return storage, close
 
-    async def _c(self) -> Any:
-        return await self._client.get(self._new_client)
-
-    async def _aclose(self) -> None:
-        await self._client.aclose()
-
-    @contextlib.contextmanager
-    def _errors(self, key: str, byte_range: tuple[int, int] | None = None) -> Iterator[None]:
-        try:
-            yield
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise _translate(exc, self.url_for(key), byte_range) from exc
+    def _translate(self, exc: Exception, url: str, byte_range: tuple[int, int] | None) -> StoreError:
+        return _translate(exc, url, byte_range)
 
     async def _get(self, key: str) -> bytes:
         with self._errors(key):

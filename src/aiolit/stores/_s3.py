@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiolit.errors import ObjectNotFoundError, StoreError, StorePermissionError, TransientStoreError
-from aiolit.stores._base import Buffer, ObjectMeta, Store, TransferOptions
-from aiolit.stores._util import LoopLocal, range_text, store_error
+from aiolit.stores._base import Buffer, ClientStore, ObjectMeta, TransferOptions
+from aiolit.stores._util import range_text, store_error
 
 __all__ = ["S3Store"]
 
@@ -77,7 +76,7 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-class S3Store(Store):
+class S3Store(ClientStore):
     """An S3 bucket prefix: ``s3://bucket/prefix``.
 
     Parameters
@@ -130,7 +129,6 @@ class S3Store(Store):
         if _truthy(opts.pop("unsigned", False)):
             self._config["signature_version"] = _UNSIGNED
         self._opts = opts
-        self._client: LoopLocal[Any] = LoopLocal()
 
     def __repr__(self) -> str:
         endpoint = self._opts.get("endpoint_url")
@@ -180,20 +178,8 @@ class S3Store(Store):
 
         return client, close
 
-    async def _c(self) -> Any:
-        return await self._client.get(self._new_client)
-
-    async def _aclose(self) -> None:
-        await self._client.aclose()
-
-    @contextlib.contextmanager
-    def _errors(self, key: str, byte_range: tuple[int, int] | None = None) -> Iterator[None]:
-        try:
-            yield
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise _translate(exc, self.url_for(key) if key else self._url, byte_range) from exc
+    def _translate(self, exc: Exception, url: str, byte_range: tuple[int, int] | None) -> StoreError:
+        return _translate(exc, url, byte_range)
 
     async def _get(self, key: str) -> bytes:
         with self._errors(key):
