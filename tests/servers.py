@@ -9,6 +9,7 @@ missing (the fixtures turn that into a skip).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import random
@@ -151,6 +152,16 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    # If pytest itself is killed (no fixture teardown), the kernel stops the server too, so no
+    # orphaned server outlives the run on a machine the next session or CI gets back.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _launch(
     name: str,
     cmd: list[str],
@@ -169,6 +180,7 @@ def _launch(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     log.close()
     deadline = time.monotonic() + timeout
