@@ -12,17 +12,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from aiolit._units import human_bytes
 from aiolit.errors import AiolitError
 
 __all__ = ["main"]
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"  # pragma: no cover
 
 
 def summarize(index: Any) -> dict[str, Any]:
@@ -72,7 +65,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         f"dataset      {args.path}",
         f"chunks       {summary['chunks']}",
         f"samples      {summary['samples']}",
-        f"bytes        {summary['bytes']} ({_human(summary['bytes'])}, before compression)",
+        f"bytes        {summary['bytes']} ({human_bytes(summary['bytes'])}, before compression)",
         f"item_loader  {summary['item_loader']}",
         f"data_format  {summary['data_format']}",
         f"compression  {summary['compression'] or 'none'}"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from aiolit._units import parse_size
 from aiolit.errors import FormatError
 from aiolit.format._codec import Encryption, compress_file, compression_level_of
 from aiolit.format._index import ChunkEntry, Index, shard_name, write_index_atomic
@@ -25,32 +25,10 @@ from aiolit.format._serializers import NoHeaderNumpySerializer, NoHeaderTensorSe
 
 __all__ = ["ChunkWriter", "parse_chunk_bytes"]
 
-_UNITS = {
-    "tb": 10**12,
-    "gb": 10**9,
-    "mb": 10**6,
-    "kb": 10**3,
-    "t": 10**12,
-    "g": 10**9,
-    "m": 10**6,
-    "k": 10**3,
-}
-
 
 def parse_chunk_bytes(value: int | str) -> int:
     """``64_000_000`` or ``"64MB"`` (decimal units, as LitData) -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError(f"chunk_bytes must be positive, got {value}")
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    unit = match.group(2).lower() if match else ""
-    if match is None or (unit not in _UNITS and unit not in ("", "b")):
-        raise ValueError(f"chunk_bytes {value!r} is not a size like 64000000 or '64MB'")
-    size = int(float(match.group(1)) * _UNITS.get(unit, 1))
-    if size <= 0:
-        raise ValueError(f"chunk_bytes must be positive, got {value!r}")
-    return size
+    return parse_size(value, name="chunk_bytes", positive=True, allow_float=False)
 
 
 def _loader_name(item_loader: Any) -> str:

@@ -25,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
+from aiolit._units import human_bytes
 from aiolit.errors import OptimizeError
 from aiolit.processing._worker import TaskResult, describe_input, init_worker
 
@@ -50,7 +51,7 @@ class ProgressBar:
             self._bytes += nbytes
             self._bar.update(items)
             if nbytes:
-                self._bar.set_postfix_str(_human_bytes(self._bytes), refresh=False)
+                self._bar.set_postfix_str(human_bytes(self._bytes), refresh=False)
 
     def finish(self, items: int, nbytes: int) -> None:
         """Set the exact totals (the worker reports are throttled) and close."""
@@ -58,7 +59,7 @@ class ProgressBar:
             return
         with self._lock:
             self._bar.n = items
-            self._bar.set_postfix_str(_human_bytes(nbytes), refresh=False)
+            self._bar.set_postfix_str(human_bytes(nbytes), refresh=False)
             self._bar.close()
             self._bar = None
 
@@ -66,14 +67,6 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n} B"  # pragma: no cover
 
 
 @dataclass

@@ -13,42 +13,22 @@ Byte accounting is per process and conservative: a file used by two workers is c
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import secrets
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
-__all__ = ["ChunkCache", "parse_size"]
+from aiolit._units import parse_size as _parse_size
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9}
-_UNITS.update({"t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*([a-zA-Z]*)\s*$")
+__all__ = ["ChunkCache", "parse_size"]
 
 # Suffix of in-flight downloads; never counted, removed by whoever started them.
 TMP_MARKER = ".tmp."
 
 
 def parse_size(value: int | float | str, *, name: str = "max_cache_size") -> int:
-    """Convert ``100GB``/``"512MiB"``/``10**9`` to bytes (decimal units, as LitData).
-
-    Raises
-    ------
-    ValueError
-        For a negative number, an unknown unit or a non-number; the message names ``name``.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a size such as 1_000_000 or '100GB', got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
-            raise ValueError(f"{name} must be a non-negative size, got {value!r}")
-        return int(value)
-    if isinstance(value, str):
-        match = _SIZE_RE.match(value)
-        if match and match.group(2).lower() in _UNITS:
-            return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    raise ValueError(f"{name} must be a size such as 1_000_000 or '100GB', got {value!r}")
+    """Convert ``100GB``/``"512MiB"``/``10**9`` to bytes (decimal units, as LitData)."""
+    return _parse_size(value, name=name)
 
 
 class ChunkCache:
