@@ -58,7 +58,7 @@ def zstd_decompress(
 
     try:
         dobj = zstandard.ZstdDecompressor().decompressobj()
-        out = dobj.decompress(bytes(data))
+        out = dobj.decompress(data)  # takes any buffer: no copy of the input
     except zstandard.ZstdError as exc:
         raise CorruptChunkError(f"{what} is not valid zstd data: {exc}") from None
     if not dobj.eof:
@@ -67,7 +67,7 @@ def zstd_decompress(
         raise CorruptChunkError(f"{what} has {len(dobj.unused_data)} bytes after its zstd frame")
     if expected_size is not None and len(out) != expected_size:
         raise CorruptChunkError(f"{what} decompressed to {len(out)} bytes, expected {expected_size}")
-    return bytes(out)
+    return out
 
 
 def plain_filename(filename: str) -> str:

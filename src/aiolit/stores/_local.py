@@ -7,12 +7,13 @@ import builtins
 import contextlib
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Sequence
 
 from aiolit.errors import ObjectNotFoundError, StoreError, StorePermissionError
-from aiolit.stores._base import Buffer, ObjectMeta, Store, TransferOptions
-from aiolit.stores._util import check_key, store_error
+from aiolit.stores._base import Buffer, ObjectMeta, Store, TransferOptions, _pread_file, _read_file
+from aiolit.stores._util import check_key, check_range, store_error
 
 __all__ = ["LocalStore"]
 
@@ -75,19 +76,21 @@ class LocalStore(Store):
 
     async def _get(self, key: str) -> bytes:
         try:
-            return await asyncio.to_thread(_read_all, self.path_for(key))
+            return await asyncio.to_thread(_read_file, self.path_for(key))
         except OSError as exc:
             raise self._error(exc, key) from exc
 
     async def _get_range(self, key: str, start: int, end: int) -> bytes:
         try:
-            return await asyncio.to_thread(_pread, self.path_for(key), start, end - start)
+            return await asyncio.to_thread(_pread_file, self.path_for(key), start, end - start)
         except OSError as exc:
             raise self._error(exc, key, (start, end)) from exc
 
     async def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
         # One open and one thread hop for all ranges: local reads need no coalescing.
         check_key(key)
+        for start, end in ranges:
+            check_range(start, end)
         try:
             return await asyncio.to_thread(_pread_many, self.path_for(key), list(ranges))
         except OSError as exc:
@@ -117,7 +120,7 @@ class LocalStore(Store):
             st = await asyncio.to_thread(os.stat, self.path_for(key))
         except OSError as exc:
             raise self._error(exc, key) from exc
-        if not os.path.isfile(self.path_for(key)):
+        if not stat.S_ISREG(st.st_mode):  # no second, blocking stat on the loop thread
             raise store_error(
                 ObjectNotFoundError, f"{self.url_for(key)} is a directory", url=self.url_for(key)
             )
@@ -138,23 +141,7 @@ class LocalStore(Store):
         return await asyncio.to_thread(_walk, self._root, prefix), None
 
 
-def _read_all(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _pread(path: str, offset: int, length: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, length, offset)
-    finally:
-        os.close(fd)
-
-
 def _pread_many(path: str, ranges: builtins.list[tuple[int, int]]) -> builtins.list[bytes]:
-    for start, end in ranges:
-        if start < 0 or end < start:
-            raise ValueError(f"invalid byte range [{start}, {end}): need 0 <= start <= end")
     fd = os.open(path, os.O_RDONLY)
     try:
         return [os.pread(fd, end - start, start) if end > start else b"" for start, end in ranges]
