@@ -19,6 +19,7 @@ __all__ = [
     "Source",
     "batched",
     "open_source",
+    "ranges_stream",
     "sequential_split",
 ]
 
@@ -50,6 +51,13 @@ def batched(items: Sequence[Any], batch_size: int) -> list[list[Any]]:
     return [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
 
 
+async def ranges_stream(items: Sequence[Any], ranges: Iterable[range]) -> AsyncIterator[tuple[int, Any]]:
+    """Stream ``(position, item)`` for the positions of ``ranges``, in order."""
+    for part in ranges:
+        for i in part:
+            yield i, items[i]
+
+
 def _is_mp_queue(obj: Any) -> bool:
     # multiprocessing.Queue is a factory; its instances come from multiprocessing.queues.
     import multiprocessing.queues
@@ -78,11 +86,6 @@ class Source:
     items: list[Any] | None = None
     stream: AsyncIterator[tuple[int, Any]] | None = None
     is_queue: bool = False
-
-    @property
-    def length(self) -> int | None:
-        """Number of inputs when known."""
-        return None if self.items is None else len(self.items)
 
     async def materialize(self) -> list[Any]:
         """Read a streaming source to the end and return its items (in arrival order)."""

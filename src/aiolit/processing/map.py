@@ -20,7 +20,7 @@ from aiolit.processing._args import (
 )
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
 from aiolit.processing._output import Output
-from aiolit.processing._sources import batched, open_source
+from aiolit.processing._sources import batched, open_source, ranges_stream
 from aiolit.processing._worker import MapTask, run_map_task
 
 __all__ = ["map", "map_async"]
@@ -88,7 +88,9 @@ async def map_async(
     check_extra_kwargs("map", kwargs)
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {fn!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
+    ):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     limit = fast_dev_limit(fast_dev_run)
     topo = resolve_topology(num_workers, num_nodes, start_method)
@@ -119,16 +121,10 @@ async def map_async(
         if keep_data_ordered or executor is not None:
             plan = WorkPlan(run_map_task, static_tasks(make_task, items, ranges, topo.rank(0), limit))
         else:
-
-            async def stream() -> Any:
-                for part in ranges:
-                    for i in part:
-                        yield i, items[i]
-
             plan = WorkPlan(
                 run_map_task,
                 [(make_task(topo.rank(w)), None) for w in range(topo.num_workers)],
-                stream=stream(),
+                stream=ranges_stream(items, ranges),
                 limit=None if limit is None else limit * topo.num_workers,
             )
         bar = ProgressBar(verbose, total, "map")

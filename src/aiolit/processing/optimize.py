@@ -27,7 +27,7 @@ from aiolit.processing._async_fn import is_async_fn, run_async_fn
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
-from aiolit.processing._sources import Source, batched, open_source
+from aiolit.processing._sources import Source, batched, open_source, ranges_stream
 from aiolit.processing._worker import OptimizeTask, run_optimize_task
 
 __all__ = ["optimize", "optimize_async"]
@@ -71,9 +71,14 @@ async def _batched_stream(
         yield position, batch
 
 
-async def _list_stream(items: list[tuple[int, Any]]) -> AsyncIterator[tuple[int, Any]]:
-    for pair in items:
-        yield pair
+def _input_stream(
+    source: Source, items: list[Any] | None, ranges: list[range], batch_size: int | None
+) -> AsyncIterator[tuple[int, Any]]:
+    """This node's inputs as a stream: the static items of ``ranges``, or the source's own stream."""
+    if items is not None:
+        return ranges_stream(items, ranges)
+    assert source.stream is not None
+    return source.stream if batch_size is None else _batched_stream(source.stream, batch_size)
 
 
 async def optimize_async(
@@ -252,32 +257,18 @@ async def _run(
     if items is not None and batch_size is not None:
         items = batched(items, batch_size)
 
-    if items is not None:
-        ranges = topo.node_ranges(len(items))
-        total: int | None = sum(len(part) for part in ranges)
-        if limit is not None:
-            total = sum(min(len(part), limit) for part in ranges)
-    else:
-        total = None
+    ranges = [] if items is None else topo.node_ranges(len(items))
+    total = None if items is None else sum(len(p) if limit is None else min(len(p), limit) for p in ranges)
+    stream_limit = None if limit is None else limit * topo.num_workers  # shared by all workers
     bar = ProgressBar(verbose, total, "optimize")
     try:
         if async_fn:
-            if items is not None:
-                flat = [(i, items[i]) for part in ranges for i in part]
-                stream: AsyncIterator[tuple[int, Any]] = _list_stream(flat)
-                async_limit = total
-            else:
-                assert source.stream is not None
-                stream = source.stream
-                if batch_size is not None:
-                    stream = _batched_stream(stream, batch_size)
-                async_limit = None if limit is None else limit * topo.num_workers
             result = await run_async_fn(
                 make_task(topo.rank(0)),
-                stream,
+                _input_stream(source, items, ranges, batch_size),
                 ordered=ordered,
                 concurrency=concurrency,
-                limit=async_limit,
+                limit=total if items is not None else stream_limit,
                 bar=bar,
             )
             results = [result]
@@ -287,18 +278,11 @@ async def _run(
                     run_optimize_task, static_tasks(make_task, items, ranges, topo.rank(0), limit)
                 )
             else:
-                if items is not None:
-                    stream = _list_stream([(i, items[i]) for part in ranges for i in part])
-                else:
-                    assert source.stream is not None
-                    stream = source.stream
-                    if batch_size is not None:
-                        stream = _batched_stream(stream, batch_size)
                 plan = WorkPlan(
                     run_optimize_task,
                     [(make_task(topo.rank(w)), None) for w in range(topo.num_workers)],
-                    stream=stream,
-                    limit=None if limit is None else limit * topo.num_workers,
+                    stream=_input_stream(source, items, ranges, batch_size),
+                    limit=stream_limit,
                 )
             results = await run_plan(plan, executor=executor, start_method=topo.start_method, bar=bar)
         bar.finish(sum(r.num_inputs for r in results), sum(r.num_bytes for r in results))

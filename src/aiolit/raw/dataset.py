@@ -6,14 +6,21 @@ import asyncio
 import hashlib
 import operator
 import os
-import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
 
 from aiolit import _loop
 from aiolit.errors import FormatError, ObjectNotFoundError
-from aiolit.raw.indexer import INDEX_FILENAME, BaseIndexer, FileIndexer, FileMetadata, is_remote
+from aiolit.raw.indexer import (
+    INDEX_FILENAME,
+    BaseIndexer,
+    FileIndexer,
+    FileMetadata,
+    _read,
+    _write_atomic,
+    is_remote,
+)
 from aiolit.stores import LocalStore, Store, open_store
 
 __all__ = ["StreamingRawDataset", "default_cache_root"]
@@ -302,21 +309,3 @@ def _has_size(path: str, size: int) -> bool:
         return os.stat(path).st_size == size
     except OSError:
         return False
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
