@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset
 from aiolit.errors import StateDictError
 from aiolit.streaming import _state
 from aiolit.streaming._plan import Topology, samples_per_worker, worker_budgets
-from aiolit.streaming.dataset import StreamingDataset
+from aiolit.streaming.dataset import StreamingDataset, _check_bool
 
 __all__ = ["StreamingWrapper"]
 
@@ -52,8 +52,7 @@ class StreamingWrapper(IterableDataset[Any]):
                     f"datasets[{i}] must be a StreamingDataset, got {type(ds).__name__} "
                     "(wrappers cannot be nested)"
                 )
-        if not isinstance(force_override_state_dict, bool):
-            raise ValueError(f"force_override_state_dict must be a bool, got {force_override_state_dict!r}")
+        _check_bool("force_override_state_dict", force_override_state_dict)
         self._datasets = list(datasets)
         self._force_override_state_dict = force_override_state_dict
         self.current_epoch = 1

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from aiolit.streaming._plan import Topology
 from aiolit.streaming._wrapper import StreamingWrapper
-from aiolit.streaming.dataset import StreamingDataset
+from aiolit.streaming.dataset import StreamingDataset, _check_bool
 
 __all__ = ["CombinedStreamingDataset", "schedule"]
 
@@ -186,8 +186,7 @@ class CombinedStreamingDataset(StreamingWrapper):
         super().__init__(datasets, force_override_state_dict)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        if not isinstance(iterate_over_all, bool):
-            raise ValueError(f"iterate_over_all must be a bool, got {iterate_over_all!r}")
+        _check_bool("iterate_over_all", iterate_over_all)
         if batching_method not in ("stratified", "per_stream"):
             raise ValueError(f"batching_method must be 'stratified' or 'per_stream', got {batching_method!r}")
         if iterate_over_all and weights is not None:

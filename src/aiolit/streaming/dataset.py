@@ -288,13 +288,8 @@ class StreamingDataset(IterableDataset[Any]):
 
     def get_len(self, num_workers: int, batch_size: int) -> int:
         """This rank's epoch length for a loader with ``num_workers`` and ``batch_size``."""
-        world, rank = _distributed()
-        plan = EpochPlan(
-            self.intervals,
-            Topology(world, rank, num_workers),
-            batch_size=batch_size,
-            drop_last=self._drop_last(Topology(world, rank, num_workers)),
-        )
+        topology = Topology(*_distributed(), num_workers)
+        plan = EpochPlan(self.intervals, topology, batch_size=batch_size, drop_last=self._drop_last(topology))
         return plan.rank_length
 
     def _cache_share(self, topology: Topology) -> int:

@@ -29,7 +29,7 @@ import numpy as np
 
 from aiolit.streaming._plan import Topology
 from aiolit.streaming._wrapper import StreamingWrapper
-from aiolit.streaming.dataset import StreamingDataset
+from aiolit.streaming.dataset import StreamingDataset, _check_bool
 
 __all__ = ["ParallelStreamingDataset"]
 
@@ -91,9 +91,8 @@ class ParallelStreamingDataset(StreamingWrapper):
                 raise ValueError(f"transform must take 1 or 2 positional arguments, got {nargs}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        for name, value in (("resume", resume), ("reset_rngs", reset_rngs)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be a bool, got {value!r}")
+        _check_bool("resume", resume)
+        _check_bool("reset_rngs", reset_rngs)
         self._length = length
         self._transform = transform
         self._transform_nargs = nargs

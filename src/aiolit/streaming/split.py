@@ -26,11 +26,10 @@ __all__ = ["subset", "train_test_split"]
 def _with_intervals(dataset: StreamingDataset, intervals: list[Interval]) -> StreamingDataset:
     """A copy of ``dataset`` reading ``intervals``, with a fresh iteration state."""
     new = copy.copy(dataset)  # shares the DataSource (index, cache): both are read-only config
+    from aiolit.streaming.dataset import _cumulative
+
     new.intervals = intervals
-    starts = [0]
-    for iv in intervals:
-        starts.append(starts[-1] + iv.size)
-    new._starts = starts
+    new._starts = _cumulative([iv.size for iv in intervals])
     new.__dict__["_fixed_intervals"] = True  # set_shuffle() must not recompute them
     new._resume = None
     new.current_epoch = 1
