@@ -238,6 +238,9 @@ class Prefetcher:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for name in list(self._tasks):  # cancelled before they ran: give their reserved room back
+            self._cache.cancel(name)
+        self._tasks.clear()
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.cancel()

@@ -183,6 +183,8 @@ class DataSource:
         self.compressed = [n != e.filename for n, e in zip(self.names, self.entries, strict=True)]
         # A plain local directory is read in place unless it holds whole-file compressed chunks.
         self.in_place = input_dir.url is None and not any(self.compressed)
+        if self.in_place and self.index.item_loader != "ParquetLoader":
+            self._check_unknown_sizes()
         self.cache_dir: Path | None = None
         if not self.in_place:
             if input_dir.url is not None and input_dir.path is not None:
@@ -228,6 +230,24 @@ class DataSource:
         _FORK_ORPHANS.extend(store for _, store in self._stores.values())
         self._pid, self._stores, self._cache = os.getpid(), self._track_stores(), None
         self._cache_lock = threading.Lock()
+
+    def _check_unknown_sizes(self) -> None:
+        # chunk_bytes 0 (unknown): the file's size bounds chunk_size before anything uses it.
+        from aiolit.errors import FormatError
+
+        assert self.dir.path is not None
+        for pos, (entry, name) in enumerate(zip(self.entries, self.names, strict=True)):
+            if entry.chunk_bytes:
+                continue
+            try:
+                size = os.stat(os.path.join(self.dir.path, name)).st_size
+            except FileNotFoundError:
+                continue  # reported when the chunk is opened
+            if 4 * (entry.chunk_size + 2) > size:
+                raise FormatError(
+                    f"{self.url}/index.json chunk #{pos}: 'chunk_size' {entry.chunk_size} items need a "
+                    f"{4 * (entry.chunk_size + 2)}-byte header but {name} has {size} bytes"
+                )
 
     # -- index ----------------------------------------------------------------------------------
 
