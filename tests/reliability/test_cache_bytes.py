@@ -493,7 +493,9 @@ def test_fuzzed_index_fields_only_raise_format_error(
 # -- 8.12: verify ----------------------------------------------------------------------------
 
 
-def test_verify_checks_in_place_chunks_and_cache_adoption(tmp_path: Path) -> None:
+def test_verify_checks_in_place_chunks_and_cache_adoption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``verify=True`` catches a flipped byte in place; the cache never adopts a damaged copy."""
     src = tmp_path / "src"
     items = write_dataset(src, 30, chunk_size=7)
@@ -523,5 +525,17 @@ def test_verify_checks_in_place_chunks_and_cache_adoption(tmp_path: Path) -> Non
     assert cached.source.cache_dir is not None
     (cached.source.cache_dir / "chunk-0-1.bin").write_bytes(bytes(damaged))
     again = StreamingDataset(url, cache_dir=str(tmp_path / "cache"))
-    every_path(again, items)
+    assert list(again) == items
+    assert [again[i] for i in range(len(items))] == items
+    assert again.source.cache(10**9).rejected == 1
     assert (cached.source.cache_dir / "chunk-0-1.bin").read_bytes() == good
+
+    # A later process trusts the verification stamp of an unchanged file instead of hashing it.
+    from aiolit.streaming import _source
+
+    _source._VERIFIED.clear()  # what a new process starts with
+    hashed: list[Path] = []
+    real = _source._checksum_problem
+    monkeypatch.setattr(_source, "_checksum_problem", lambda p, e: hashed.append(p) or real(p, e))
+    assert list(StreamingDataset(url, cache_dir=str(tmp_path / "cache"))) == items
+    assert hashed == []

@@ -8,6 +8,7 @@ prefetchers lazily. :class:`OpenChunk` is one chunk opened from an mmap (or byte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import mmap
 import os
@@ -113,12 +114,17 @@ def _checksum_problem(path: Path, entry: ChunkEntry) -> str | None:
 # Files this process already hashed: (path, device, inode, size, mtime) -> the checksum they matched.
 _VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
 _VERIFIED_LOCK = threading.Lock()
+# On a cache file: "<checksum> <size> <mtime_ns>" of the last verification that passed, so other
+# processes (a new loader worker each epoch) skip hashing an unchanged, already verified file.
+_STAMP = "user.aiolit.verified"
 
 
-def verify_file(path: Path, entry: ChunkEntry) -> str | None:
-    """:func:`_checksum_problem`, done once per process for an unchanged file (None: it matches).
+def verify_file(path: Path, entry: ChunkEntry, *, stamp: bool = False) -> str | None:
+    """:func:`_checksum_problem`, done once for an unchanged file (None: it matches).
 
     A file that was replaced or rewritten since (new inode, size or mtime) is hashed again.
+    ``stamp``: record a pass in an extended attribute of the file (cache files only, never a
+    user's dataset), which later processes trust while the file's size and mtime are unchanged.
     """
     spec = entry.extra.get("checksum") if isinstance(entry.extra, dict) else None
     if not isinstance(spec, str):
@@ -128,12 +134,22 @@ def verify_file(path: Path, entry: ChunkEntry) -> str | None:
     with _VERIFIED_LOCK:
         if _VERIFIED.get(key) == spec:
             return None
-    problem = _checksum_problem(path, entry)
+    mark = f"{spec} {st.st_size} {st.st_mtime_ns}".encode()
+    problem: str | None = None
+    try:
+        stamped = stamp and os.getxattr(path, _STAMP) == mark
+    except (OSError, AttributeError):  # no such attribute, or no xattr support here
+        stamped = False
+    if not stamped:
+        problem = _checksum_problem(path, entry)
     if problem is None:
         with _VERIFIED_LOCK:
             if len(_VERIFIED) > 100_000:
                 _VERIFIED.clear()
             _VERIFIED[key] = spec
+        if stamp and not stamped:
+            with contextlib.suppress(OSError, AttributeError):
+                os.setxattr(path, _STAMP, mark)
     return problem
 
 
@@ -332,7 +348,9 @@ class DataSource:
             if self._cache is None:
                 by_name = dict(zip(self.names, self.entries, strict=True))
                 self._cache = ChunkCache(
-                    self.cache_dir, max_bytes, verify=lambda name, path: verify_file(path, by_name[name])
+                    self.cache_dir,
+                    max_bytes,
+                    verify=lambda name, path: verify_file(path, by_name[name], stamp=True),
                 )
             self._cache.max_bytes = max_bytes
             return self._cache
@@ -432,7 +450,7 @@ class DataSource:
                 if _trace.on:
                     _trace.instant("corrupt chunk", "store", key=entry.filename, problem=problem)
                 continue
-            checksum = await asyncio.to_thread(_checksum_problem, tmp, entry)
+            checksum = await asyncio.to_thread(verify_file, tmp, entry, stamp=True)
             if checksum is None:
                 return
             problem = checksum
