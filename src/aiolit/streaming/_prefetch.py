@@ -227,6 +227,7 @@ class Prefetcher:
             waiter.set_result(self._cache.path(name))
         else:
             waiter.set_exception(error)
+            self._failed[name] = error  # the consumer fails on it: look-ahead must not fetch it again
 
     async def aclose(self) -> None:
         """Cancel the scheduler and every download in flight (their temp files are removed)."""
