@@ -27,7 +27,6 @@ _UNSUPPORTED_OFF: dict[str, Any] = {
     "compression_level": None,
     "compression_batch_size": None,
     "reader": None,
-    "use_checkpoint": False,
     "key_fn": None,
 }
 

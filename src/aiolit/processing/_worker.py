@@ -25,6 +25,7 @@ from aiolit.processing._upload import Uploader
 
 if TYPE_CHECKING:
     from aiolit.format import ChunkWriter
+    from aiolit.processing._checkpoint import Resume
 
 __all__ = [
     "MapTask",
@@ -140,6 +141,8 @@ class OptimizeTask(WorkerTask):
 
     writer_options: dict[str, Any]
     chunk_index_start: int = 0
+    use_checkpoint: bool = False
+    resume: Resume | None = None  # this worker's checkpoint, when resuming a crashed run
 
 
 def _samples(fn: Callable[..., Any], item: Any) -> Iterator[Any]:
@@ -174,6 +177,8 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
     """Run ``fn`` over the inputs and write chunks as writer ``task.rank``.
 
     ``items`` is a list of ``(position, input)``; ``None`` pulls them from the pool's shared queue.
+    With ``task.use_checkpoint`` a checkpoint is saved each time a chunk is stored; with
+    ``task.resume`` the inputs start after the checkpoint and its chunks are kept.
 
     Raises
     ------
@@ -181,16 +186,23 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         ``fn`` (or the serialization of its sample) raised; names the input and carries the traceback.
     """
     from aiolit.format import ChunkWriter
+    from aiolit.processing._checkpoint import write_checkpoint
 
     set_env(task.rank, task.num_workers, task.num_nodes, task.node_rank)
     write_dir = task.output_url if task.local_output else tempfile.mkdtemp(prefix="aiolit-optimize-")
     uploader = None if task.local_output else Uploader(task.output_url, task.storage_options, write_dir)
-    writer = ChunkWriter(
-        write_dir, rank=task.rank, chunk_index_start=task.chunk_index_start, **task.writer_options
-    )
+    resume = task.resume
+    prior: list[Any] = list(resume.entries) if resume is not None else []
+    first_chunk = task.chunk_index_start
+    if resume is not None and resume.next_chunk_index is not None:
+        first_chunk = resume.next_chunk_index
+    writer = ChunkWriter(write_dir, rank=task.rank, chunk_index_start=first_chunk, **task.writer_options)
     progress = _Progress()
-    num_inputs = num_samples = num_bytes = 0
+    num_inputs = num_samples = 0
+    num_bytes = 0
     finished: set[str] = set()  # chunks already counted (and submitted for upload)
+    base = resume.inputs_done if resume is not None else 0  # inputs of this worker done before
+    skip = resume.skip_samples if resume is not None else 0
 
     def chunk_done(entry: Any) -> None:
         nonlocal num_bytes
@@ -202,27 +214,52 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         if uploader is not None:
             uploader.submit(entry.filename)
 
+    def checkpoint(inputs_done: int, skip_samples: int) -> None:
+        write_checkpoint(
+            task.rank,
+            prior + writer.entries,
+            writer.config,
+            inputs_done,
+            skip_samples,
+            first_chunk + len(writer.entries),
+            local_dir=write_dir if uploader is None else None,
+            uploader=uploader,
+        )
+
     try:
-        for position, item in _iter_inputs(items):
+        for local, (position, item) in enumerate(_iter_inputs(items)):
             try:
-                for sample in _samples(task.fn, item):
-                    for entry in writer.add(sample):
+                for index, sample in enumerate(_samples(task.fn, item)):
+                    if skip:  # already in the checkpointed chunks (a generator's first samples)
+                        skip -= 1
+                        continue
+                    completed = writer.add(sample)
+                    for entry in completed:
                         chunk_done(entry)
+                    if completed and task.use_checkpoint:
+                        # the stored chunks hold every sample before this one
+                        checkpoint(base + local, index)
                     num_samples += 1
+            except OptimizeError:
+                raise
             except Exception:
                 raise _fail(position, item, "fn raised") from None
             num_inputs += 1
             progress.add(items=1)
-        entries: list[Any] = []
-        config: dict[str, Any] | None = None
+        entries: list[Any] = list(prior)
+        config: dict[str, Any] | None = resume.config if prior and resume is not None else None
         if num_samples:
-            entries, config = finish_writer(writer, write_dir, task.rank)
-            for entry in entries:
+            new_entries, config = finish_writer(writer, write_dir, task.rank)
+            for entry in new_entries:
                 chunk_done(entry)
+            entries += new_entries
+        if task.use_checkpoint and num_samples:
+            checkpoint(base + num_inputs, 0)  # this worker is done: a rerun redoes none of it
         if uploader is not None:
             uploader.wait()
         progress.flush()
-        return TaskResult(task.rank, entries, config, num_inputs, num_samples, num_bytes)
+        total_samples = num_samples + sum(entry.chunk_size for entry in prior)
+        return TaskResult(task.rank, entries, config, num_inputs, total_samples, num_bytes)
     finally:
         if uploader is not None:
             uploader.close()

@@ -12,7 +12,7 @@ import asyncio
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, Literal
 
@@ -24,6 +24,8 @@ from aiolit.processing._args import (
     resolve_topology,
 )
 from aiolit.processing._async_fn import is_async_fn, run_async_fn
+from aiolit.processing._checkpoint import Resume, load_resume, save_config
+from aiolit.processing._checkpoint import clear as clear_checkpoints
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
@@ -81,6 +83,17 @@ def _input_stream(
     return source.stream if batch_size is None else _batched_stream(source.stream, batch_size)
 
 
+def _check_checkpointable(source: Source, fn: Callable[..., Any], ordered: bool) -> None:
+    if source.is_queue:
+        raise ValueError("optimize(use_checkpoint=True) needs `inputs` known up front, not a queue")
+    if not ordered:
+        raise ValueError(
+            "optimize(use_checkpoint=True) needs keep_data_ordered=True (fixed inputs per worker)"
+        )
+    if is_async_fn(fn):
+        raise ValueError("optimize(use_checkpoint=True) does not support `async def` functions yet")
+
+
 async def optimize_async(
     fn: Callable[..., Any],
     inputs: Any = None,
@@ -103,6 +116,15 @@ async def optimize_async(
     executor: Executor | None = None,
     verbose: bool = True,
     max_concurrency: int | None = None,
+    *,
+    input_dir: str | None = None,
+    weights: list[int] | None = None,
+    align_chunking: bool = False,
+    compression_level: str | None = None,
+    compression_batch_size: int | None = None,
+    reader: Any = None,
+    use_checkpoint: bool = False,
+    key_fn: Callable[[Any], Any] | None = None,
     **kwargs: Any,
 ) -> None:
     """Apply ``fn`` to every input and write the samples as an optimized (LitData-format) dataset.
@@ -156,6 +178,10 @@ async def optimize_async(
         Show a progress bar on stderr.
     max_concurrency
         Concurrent calls of an ``async def`` ``fn`` (default 32).
+    use_checkpoint
+        Save a checkpoint per worker each time one of its chunks is stored; a rerun of a crashed or
+        killed call (same inputs, ``num_workers`` and ``mode``) resumes from them instead of
+        starting over. Needs ``keep_data_ordered=True`` and static inputs (not a queue).
 
     Raises
     ------
@@ -166,7 +192,19 @@ async def optimize_async(
         output already holds a dataset and ``mode`` is ``None``.
     """
     del reorder_files  # aiolit never reorders: the sample order is the input order
-    check_extra_kwargs("optimize", kwargs)
+    check_extra_kwargs(
+        "optimize",
+        {
+            "input_dir": input_dir,
+            "weights": weights,
+            "align_chunking": align_chunking,
+            "compression_level": compression_level,
+            "compression_batch_size": compression_batch_size,
+            "reader": reader,
+            "key_fn": key_fn,
+            **kwargs,
+        },
+    )
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {fn!r}")
     if mode not in (None, "append", "overwrite"):
@@ -193,6 +231,8 @@ async def optimize_async(
     loader_name = _item_loader_name(item_loader)
     topo = resolve_topology(num_workers, num_nodes, start_method)
     source = open_source(inputs, queue)
+    if use_checkpoint:
+        _check_checkpointable(source, fn, keep_data_ordered)
     output = Output(output_dir, storage_options)
 
     try:
@@ -204,6 +244,16 @@ async def optimize_async(
             "encryption": encryption,
             "item_loader": loader_name,
         }
+
+        resumes: dict[int, Resume] = {}
+        if not use_checkpoint and topo.node_rank == 0:
+            await clear_checkpoints(output)  # stale checkpoints must never be resumed later
+
+        async def checkpointing(parts: list[list[Any]]) -> dict[int, int]:
+            resumes.update(await load_resume(output, topo.node_rank, topo.rank(0), parts))
+            if not resumes:
+                await save_config(output, topo.node_rank, parts)
+            return {rank: r.inputs_done for rank, r in resumes.items()}
 
         def make_task(rank: int) -> OptimizeTask:
             return OptimizeTask(
@@ -217,11 +267,23 @@ async def optimize_async(
                 storage_options=storage_options,
                 writer_options=writer_options,
                 chunk_index_start=starts.get(rank, 0),
+                use_checkpoint=use_checkpoint,
+                resume=resumes.get(rank),
             )
 
         started = time.time()
         results = await _run(
-            fn, source, topo, make_task, keep_data_ordered, executor, batch_size, limit, concurrency, verbose
+            fn,
+            source,
+            topo,
+            make_task,
+            keep_data_ordered,
+            executor,
+            batch_size,
+            limit,
+            concurrency,
+            verbose,
+            checkpointing if use_checkpoint else None,
         )
         if not any(result.num_samples for result in results) and topo.num_nodes == 1 and existing is None:
             warnings.warn(
@@ -231,6 +293,8 @@ async def optimize_async(
             )
             return
         await finalize_index(output, results, existing, topo, updated_at=str(started))
+        if use_checkpoint:
+            await clear_checkpoints(output)
     finally:
         await output.aclose()
 
@@ -246,8 +310,13 @@ async def _run(
     limit: int | None,
     concurrency: int,
     verbose: bool,
+    checkpointing: Callable[[list[list[Any]]], Awaitable[dict[int, int]]] | None = None,
 ) -> list[Any]:
-    """Partition the inputs and run the tasks; return one result per writer."""
+    """Partition the inputs and run the tasks; return one result per writer.
+
+    ``checkpointing`` gets each worker's inputs and returns how many of them each rank already
+    finished (``use_checkpoint``).
+    """
     async_fn = is_async_fn(fn)
     # Ordered runs need the length up front (contiguous ranges); so do foreign executors, which
     # cannot share a queue with the loop. Queues are streams whatever the order setting.
@@ -259,6 +328,11 @@ async def _run(
 
     ranges = [] if items is None else topo.node_ranges(len(items))
     total = None if items is None else sum(len(p) if limit is None else min(len(p), limit) for p in ranges)
+    done: dict[int, int] = {}
+    if checkpointing is not None:
+        assert items is not None
+        done = await checkpointing([[items[i] for i in part[:limit]] for part in ranges])
+        total = (total or 0) - sum(done.values())
     stream_limit = None if limit is None else limit * topo.num_workers  # shared by all workers
     bar = ProgressBar(verbose, total, "optimize")
     try:
@@ -275,7 +349,7 @@ async def _run(
         else:
             if items is not None and (ordered or executor is not None):
                 plan = WorkPlan(
-                    run_optimize_task, static_tasks(make_task, items, ranges, topo.rank(0), limit)
+                    run_optimize_task, static_tasks(make_task, items, ranges, topo.rank(0), limit, done)
                 )
             else:
                 plan = WorkPlan(
@@ -313,6 +387,15 @@ def optimize(
     executor: Executor | None = None,
     verbose: bool = True,
     max_concurrency: int | None = None,
+    *,
+    input_dir: str | None = None,
+    weights: list[int] | None = None,
+    align_chunking: bool = False,
+    compression_level: str | None = None,
+    compression_batch_size: int | None = None,
+    reader: Any = None,
+    use_checkpoint: bool = False,
+    key_fn: Callable[[Any], Any] | None = None,
     **kwargs: Any,
 ) -> None:
     """Blocking :func:`optimize_async` (same arguments), for scripts; see it for the parameters.
@@ -349,6 +432,14 @@ def optimize(
             executor=executor,
             verbose=verbose,
             max_concurrency=max_concurrency,
+            input_dir=input_dir,
+            weights=weights,
+            align_chunking=align_chunking,
+            compression_level=compression_level,
+            compression_batch_size=compression_batch_size,
+            reader=reader,
+            use_checkpoint=use_checkpoint,
+            key_fn=key_fn,
             **kwargs,
         )
     )

@@ -1,0 +1,55 @@
+"""Functions run by optimize/map workers in the option tests (importable by spawned processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+
+def _log_and_maybe_stop(i: int) -> None:
+    log = os.environ.get("AIOLIT_TEST_LOG")
+    if log:
+        with open(log, "a") as f:  # one short append per call: lines never interleave
+            f.write(f"{i}\n")
+    if str(i) == os.environ.get("AIOLIT_TEST_KILL_AT"):
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # the whole run: coordinator and every worker
+    if str(i) == os.environ.get("AIOLIT_TEST_FAIL_AT"):
+        raise RuntimeError(f"planned failure on {i}")
+
+
+def logged_square(i: int) -> dict[str, int]:
+    _log_and_maybe_stop(i)
+    return {"i": i, "sq": i * i}
+
+
+def logged_triple(i: int) -> Iterator[dict[str, int]]:
+    _log_and_maybe_stop(i)
+    for k in range(3):
+        yield {"i": i, "k": k}
+
+
+def read_file_text(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        return {"name": os.path.basename(path), "text": f.read()}
+
+
+def read_pair(item: dict[str, Any]) -> dict[str, Any]:
+    with open(item["a"]) as fa, open(item["b"]) as fb:
+        return {"id": item["id"], "a": fa.read(), "b": fb.read()}
+
+
+def copy_upper(path: str, output_dir: str) -> None:
+    with open(path) as f:
+        text = f.read()
+    with open(os.path.join(output_dir, os.path.basename(path) + ".up"), "w") as f:
+        f.write(text.upper())
+
+
+def key_of(sample: dict[str, Any]) -> str:
+    return f"item-{sample['i']}"
+
+
+def plus_one(sample: Any) -> Any:
+    return {"i": int(sample["i"]), "sq": int(sample["sq"]), "j": int(sample["i"]) + 1}
