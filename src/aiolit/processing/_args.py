@@ -21,7 +21,6 @@ _DEFAULT_FAST_DEV_RUN = 10  # inputs per worker for fast_dev_run=True (LitData's
 _IGNORED = {"num_downloaders", "num_uploaders", "optimize_dns", "machine", "broadcast_paths"}
 # LitData arguments aiolit does not implement: accepted only at their "off" value.
 _UNSUPPORTED_OFF: dict[str, Any] = {
-    "input_dir": None,
     "weights": None,
     "align_chunking": False,
     "compression_level": None,

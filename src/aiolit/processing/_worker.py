@@ -26,6 +26,7 @@ from aiolit.processing._upload import Uploader
 if TYPE_CHECKING:
     from aiolit.format import ChunkWriter
     from aiolit.processing._checkpoint import Resume
+    from aiolit.processing._input_dir import InputDir
 
 __all__ = [
     "MapTask",
@@ -101,6 +102,18 @@ def _iter_inputs(items: list[tuple[int, Any]] | None) -> Iterator[tuple[int, Any
         yield pickle.loads(entry)
 
 
+def _task_inputs(
+    items: list[tuple[int, Any]] | None, input_dir: InputDir | None, storage_options: dict[str, Any] | None
+) -> Iterator[tuple[int, Any]]:
+    """The task's inputs; with ``input_dir``, their remote files downloaded ahead of ``fn``."""
+    stream = _iter_inputs(items)
+    if input_dir is None:
+        return stream
+    from aiolit.processing._input_dir import localized
+
+    return localized(stream, input_dir, storage_options)
+
+
 def set_env(rank: int, num_workers: int, num_nodes: int, node_rank: int) -> None:
     # LitData's fn code reads these to know which writer it is.
     os.environ["DATA_OPTIMIZER_GLOBAL_RANK"] = str(rank)
@@ -143,6 +156,7 @@ class OptimizeTask(WorkerTask):
     chunk_index_start: int = 0
     use_checkpoint: bool = False
     resume: Resume | None = None  # this worker's checkpoint, when resuming a crashed run
+    input_dir: InputDir | None = None
 
 
 def _samples(fn: Callable[..., Any], item: Any) -> Iterator[Any]:
@@ -227,7 +241,8 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         )
 
     try:
-        for local, (position, item) in enumerate(_iter_inputs(items)):
+        inputs = _task_inputs(items, task.input_dir, task.storage_options)
+        for local, (position, item) in enumerate(inputs):
             try:
                 for index, sample in enumerate(_samples(task.fn, item)):
                     if skip:  # already in the checkpointed chunks (a generator's first samples)
@@ -270,6 +285,8 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
 class MapTask(WorkerTask):
     """Everything a worker needs to run a ``map`` function over its inputs."""
 
+    input_dir: InputDir | None = None
+
 
 def run_map_task(task: MapTask, items: list[tuple[int, Any]] | None) -> TaskResult:
     """Run ``fn(input, output_dir)`` over the inputs; upload new files when the output is remote.
@@ -290,7 +307,8 @@ def run_map_task(task: MapTask, items: list[tuple[int, Any]] | None) -> TaskResu
     progress = _Progress()
     num_inputs = 0
     try:
-        for index, (position, item) in enumerate(_iter_inputs(pending)):
+        inputs = _task_inputs(pending, task.input_dir, task.storage_options)
+        for index, (position, item) in enumerate(inputs):
             kwargs: dict[str, Any] = {}
             if "is_last" in parameters:
                 kwargs["is_last"] = pending is not None and index == len(pending) - 1

@@ -19,6 +19,7 @@ from aiolit.processing._args import (
     resolve_topology,
 )
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
+from aiolit.processing._input_dir import InputDir, check_inputs
 from aiolit.processing._output import Output
 from aiolit.processing._sources import batched, open_source, ranges_stream
 from aiolit.processing._worker import MapTask, run_map_task
@@ -41,6 +42,10 @@ async def map_async(
     keep_data_ordered: bool | None = None,
     executor: Executor | None = None,
     verbose: bool = True,
+    *,
+    input_dir: str | None = None,
+    weights: list[int] | None = None,
+    reader: Any = None,
     **kwargs: Any,
 ) -> None:
     """Call ``fn(input, output_dir)`` for every input in worker processes.
@@ -76,6 +81,9 @@ async def map_async(
         Any ``concurrent.futures.Executor`` instead of the default process pool.
     verbose
         Show a progress bar.
+    input_dir
+        A local folder or a URL the inputs' string paths point into; remote files are downloaded
+        ahead of ``fn``, which gets local paths (see :func:`aiolit.optimize`).
 
     Raises
     ------
@@ -85,7 +93,8 @@ async def map_async(
         ``fn`` raised (names the input, carries the traceback) or a worker died.
     """
     del reorder_files
-    check_extra_kwargs("map", kwargs)
+    check_extra_kwargs("map", {"weights": weights, "reader": reader, **kwargs})
+    folder = None if input_dir is None else InputDir(input_dir)
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {fn!r}")
     if batch_size is not None and (
@@ -103,6 +112,8 @@ async def map_async(
         items = await source.materialize()
         if batch_size is not None:
             items = batched(items, batch_size)
+        if folder is not None:
+            check_inputs(items, folder, "map")
         ranges = topo.node_ranges(len(items))
 
         def make_task(rank: int) -> MapTask:
@@ -115,6 +126,7 @@ async def map_async(
                 output_url=output.url,
                 local_output=output.is_local,
                 storage_options=storage_options,
+                input_dir=folder,
             )
 
         total = sum(len(r) if limit is None else min(len(r), limit) for r in ranges)
@@ -152,6 +164,10 @@ def map(
     keep_data_ordered: bool | None = None,
     executor: Executor | None = None,
     verbose: bool = True,
+    *,
+    input_dir: str | None = None,
+    weights: list[int] | None = None,
+    reader: Any = None,
     **kwargs: Any,
 ) -> None:
     """Blocking :func:`map_async` (same arguments), for scripts.
@@ -178,6 +194,9 @@ def map(
             keep_data_ordered=keep_data_ordered,
             executor=executor,
             verbose=verbose,
+            input_dir=input_dir,
+            weights=weights,
+            reader=reader,
             **kwargs,
         )
     )

@@ -27,6 +27,7 @@ from aiolit.processing._async_fn import is_async_fn, run_async_fn
 from aiolit.processing._checkpoint import Resume, load_resume, save_config
 from aiolit.processing._checkpoint import clear as clear_checkpoints
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
+from aiolit.processing._input_dir import InputDir, check_inputs
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
 from aiolit.processing._sources import Source, batched, open_source, ranges_stream
@@ -182,6 +183,11 @@ async def optimize_async(
         Save a checkpoint per worker each time one of its chunks is stored; a rerun of a crashed or
         killed call (same inputs, ``num_workers`` and ``mode``) resumes from them instead of
         starting over. Needs ``keep_data_ordered=True`` and static inputs (not a queue).
+    input_dir
+        A local folder or a URL (``s3://bucket/raw``) that the inputs' string paths point into
+        (each input must hold at least one). Remote files are downloaded by each worker, several
+        inputs ahead and concurrently, and ``fn`` gets the input with the paths replaced by the
+        local copies (deleted after ``fn`` returns). Uses ``storage_options``.
 
     Raises
     ------
@@ -195,7 +201,6 @@ async def optimize_async(
     check_extra_kwargs(
         "optimize",
         {
-            "input_dir": input_dir,
             "weights": weights,
             "align_chunking": align_chunking,
             "compression_level": compression_level,
@@ -233,6 +238,9 @@ async def optimize_async(
     source = open_source(inputs, queue)
     if use_checkpoint:
         _check_checkpointable(source, fn, keep_data_ordered)
+    folder = None if input_dir is None else InputDir(input_dir)
+    if folder is not None and is_async_fn(fn):
+        raise ValueError("optimize(input_dir=...) needs a plain (not `async def`) fn")
     output = Output(output_dir, storage_options)
 
     try:
@@ -269,6 +277,7 @@ async def optimize_async(
                 chunk_index_start=starts.get(rank, 0),
                 use_checkpoint=use_checkpoint,
                 resume=resumes.get(rank),
+                input_dir=folder,
             )
 
         started = time.time()
@@ -284,6 +293,7 @@ async def optimize_async(
             concurrency,
             verbose,
             checkpointing if use_checkpoint else None,
+            folder,
         )
         if not any(result.num_samples for result in results) and topo.num_nodes == 1 and existing is None:
             warnings.warn(
@@ -311,6 +321,7 @@ async def _run(
     concurrency: int,
     verbose: bool,
     checkpointing: Callable[[list[list[Any]]], Awaitable[dict[int, int]]] | None = None,
+    input_dir: InputDir | None = None,
 ) -> list[Any]:
     """Partition the inputs and run the tasks; return one result per writer.
 
@@ -325,6 +336,8 @@ async def _run(
     items = source.items
     if items is not None and batch_size is not None:
         items = batched(items, batch_size)
+    if items is not None and input_dir is not None:
+        check_inputs(items, input_dir, "optimize")
 
     ranges = [] if items is None else topo.node_ranges(len(items))
     total = None if items is None else sum(len(p) if limit is None else min(len(p), limit) for p in ranges)
