@@ -53,3 +53,11 @@ def key_of(sample: dict[str, Any]) -> str:
 
 def plus_one(sample: Any) -> Any:
     return {"i": int(sample["i"]), "sq": int(sample["sq"]), "j": int(sample["i"]) + 1}
+
+
+def same_key(sample: Any) -> str:
+    return "same"
+
+
+def float_key(sample: Any) -> float:
+    return 1.5

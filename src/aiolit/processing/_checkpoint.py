@@ -42,6 +42,7 @@ class Resume:
     inputs_done: int = 0
     skip_samples: int = 0
     next_chunk_index: int | None = None
+    keys: list[Any] | None = None  # key_fn's keys of the samples in ``entries``
 
 
 def _digest(parts: Sequence[Sequence[Any]]) -> list[str]:
@@ -102,6 +103,7 @@ async def load_resume(
             inputs_done=inputs_done,
             skip_samples=int(state.get("skip_samples", 0)),
             next_chunk_index=None if next_chunk is None else int(next_chunk),
+            keys=state.get("keys"),
         )
     return resumes
 
@@ -153,6 +155,7 @@ def write_checkpoint(
     *,
     local_dir: str | None,
     uploader: Any,
+    keys: list[Any] | None = None,
 ) -> None:
     """Persist worker ``rank``'s checkpoint (atomically locally; after its chunks' uploads remotely)."""
     samples = sum(entry.chunk_size for entry in entries)
@@ -165,6 +168,7 @@ def write_checkpoint(
             "next_chunk_index": next_chunk_index,
             "done_till_index": inputs_done,
             "skip_samples": skip_samples,
+            **({} if keys is None else {"keys": keys}),
         }
     ).encode()
     name = f"checkpoint-{rank}.json"

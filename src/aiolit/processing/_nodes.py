@@ -96,8 +96,11 @@ async def finalize_index(
     topo: Topology,
     *,
     updated_at: str,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write ``index.json`` (or this node's ``{node_rank}-index.json``) from the task results.
+
+    ``extra`` adds top-level sections to a single node's ``index.json``.
 
     Raises
     ------
@@ -108,7 +111,10 @@ async def finalize_index(
     if topo.num_nodes == 1:
         parts = [p for p in (existing, node) if p is not None]
         if parts:
-            await output.write("index.json", _merge(parts, updated_at, "the index").to_json())
+            data = _merge(parts, updated_at, "the index").to_json()
+            if extra:  # top-level sections LitData adds (e.g. "keys"), kept next to chunks/config
+                data = json.dumps({**json.loads(data), **extra}, sort_keys=True).encode("utf-8")
+            await output.write("index.json", data)
         return
     # An empty node still reports, so the last node knows it finished.
     node_json = node.to_json() if node is not None else json.dumps({"chunks": [], "config": None}).encode()

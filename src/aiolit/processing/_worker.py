@@ -132,6 +132,7 @@ class TaskResult:
     num_inputs: int = 0
     num_samples: int = 0
     num_bytes: int = 0
+    keys: list[Any] | None = None  # key_fn's key of every sample, in order (key_fn only)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class OptimizeTask(WorkerTask):
     use_checkpoint: bool = False
     resume: Resume | None = None  # this worker's checkpoint, when resuming a crashed run
     input_dir: InputDir | None = None
+    key_fn: Callable[[Any], Any] | None = None
 
 
 def _samples(fn: Callable[..., Any], item: Any) -> Iterator[Any]:
@@ -217,6 +219,11 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
     finished: set[str] = set()  # chunks already counted (and submitted for upload)
     base = resume.inputs_done if resume is not None else 0  # inputs of this worker done before
     skip = resume.skip_samples if resume is not None else 0
+    keys: list[Any] | None = None
+    if task.key_fn is not None:
+        from aiolit.format._keys import normalize_key
+
+        keys = list(resume.keys) if resume is not None and resume.keys is not None else []
 
     def chunk_done(entry: Any) -> None:
         nonlocal num_bytes
@@ -229,15 +236,17 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
             uploader.submit(entry.filename)
 
     def checkpoint(inputs_done: int, skip_samples: int) -> None:
+        stored = prior + writer.entries
         write_checkpoint(
             task.rank,
-            prior + writer.entries,
+            stored,
             writer.config,
             inputs_done,
             skip_samples,
             first_chunk + len(writer.entries),
             local_dir=write_dir if uploader is None else None,
             uploader=uploader,
+            keys=None if keys is None else keys[: sum(entry.chunk_size for entry in stored)],
         )
 
     try:
@@ -248,6 +257,9 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
                     if skip:  # already in the checkpointed chunks (a generator's first samples)
                         skip -= 1
                         continue
+                    if keys is not None:
+                        assert task.key_fn is not None
+                        keys.append(normalize_key(task.key_fn(sample)))
                     completed = writer.add(sample)
                     for entry in completed:
                         chunk_done(entry)
@@ -274,7 +286,7 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
             uploader.wait()
         progress.flush()
         total_samples = num_samples + sum(entry.chunk_size for entry in prior)
-        return TaskResult(task.rank, entries, config, num_inputs, total_samples, num_bytes)
+        return TaskResult(task.rank, entries, config, num_inputs, total_samples, num_bytes, keys)
     finally:
         if uploader is not None:
             uploader.close()

@@ -28,6 +28,7 @@ from aiolit.processing._checkpoint import Resume, load_resume, save_config
 from aiolit.processing._checkpoint import clear as clear_checkpoints
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
 from aiolit.processing._input_dir import InputDir, check_inputs
+from aiolit.processing._keys import write_keys
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
 from aiolit.processing._sources import Source, batched, open_source, ranges_stream
@@ -82,6 +83,15 @@ def _input_stream(
         return ranges_stream(items, ranges)
     assert source.stream is not None
     return source.stream if batch_size is None else _batched_stream(source.stream, batch_size)
+
+
+def _check_key_fn(key_fn: Any, loader_name: str, topo: Topology) -> None:
+    if not callable(key_fn):
+        raise ValueError(f"key_fn must be callable (sample -> str or int key), got {key_fn!r}")
+    if loader_name == "TokensLoader":
+        raise ValueError("optimize(key_fn=...) keys samples, which a TokensLoader dataset does not have")
+    if topo.num_nodes > 1:
+        raise ValueError("optimize(key_fn=...) is not supported with num_nodes > 1 yet")
 
 
 def _check_checkpointable(source: Source, fn: Callable[..., Any], ordered: bool) -> None:
@@ -188,6 +198,10 @@ async def optimize_async(
         (each input must hold at least one). Remote files are downloaded by each worker, several
         inputs ahead and concurrently, and ``fn`` gets the input with the paths replaced by the
         local copies (deleted after ``fn`` returns). Uses ``storage_options``.
+    key_fn
+        ``sample -> key`` (a str or an int, unique per sample): writes LitData's keys sidecar
+        (``keys/shard-00000.parquet``) so that ``StreamingDataset(...)["some-key"]`` (or
+        ``get_by_key``) finds the sample. Appends keep the existing keys.
 
     Raises
     ------
@@ -206,7 +220,6 @@ async def optimize_async(
             "compression_level": compression_level,
             "compression_batch_size": compression_batch_size,
             "reader": reader,
-            "key_fn": key_fn,
             **kwargs,
         },
     )
@@ -239,6 +252,8 @@ async def optimize_async(
     if use_checkpoint:
         _check_checkpointable(source, fn, keep_data_ordered)
     folder = None if input_dir is None else InputDir(input_dir)
+    if key_fn is not None:
+        _check_key_fn(key_fn, loader_name, topo)
     if folder is not None and is_async_fn(fn):
         raise ValueError("optimize(input_dir=...) needs a plain (not `async def`) fn")
     output = Output(output_dir, storage_options)
@@ -278,6 +293,7 @@ async def optimize_async(
                 use_checkpoint=use_checkpoint,
                 resume=resumes.get(rank),
                 input_dir=folder,
+                key_fn=key_fn,
             )
 
         started = time.time()
@@ -302,7 +318,10 @@ async def optimize_async(
                 stacklevel=2,
             )
             return
-        await finalize_index(output, results, existing, topo, updated_at=str(started))
+        extra = None
+        if key_fn is not None:
+            extra = await write_keys(output, results, existing)
+        await finalize_index(output, results, existing, topo, updated_at=str(started), extra=extra)
         if use_checkpoint:
             await clear_checkpoints(output)
     finally:
