@@ -61,3 +61,17 @@ def same_key(sample: Any) -> str:
 
 def float_key(sample: Any) -> float:
     return 1.5
+
+
+def unbatch(batch: dict[str, Any]) -> Iterator[dict[str, int]]:
+    for i, sq in zip(batch["i"].tolist(), batch["sq"].tolist(), strict=True):
+        yield {"i": int(i), "sq": int(sq), "j": int(i) + 1}
+
+
+async def async_plus_one(sample: Any) -> Any:
+    return plus_one(sample)
+
+
+def plus_one_map(sample: Any, output_dir: str) -> None:
+    with open(os.path.join(output_dir, f"{int(sample['i'])}.txt"), "w") as f:
+        f.write(str(int(sample["sq"]) + 1))

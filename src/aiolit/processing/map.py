@@ -22,6 +22,7 @@ from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_ta
 from aiolit.processing._input_dir import InputDir, check_inputs
 from aiolit.processing._output import Output
 from aiolit.processing._sources import batched, open_source, ranges_stream
+from aiolit.processing._streaming_inputs import adapt_streaming_inputs
 from aiolit.processing._worker import MapTask, run_map_task
 
 __all__ = ["map", "map_async"]
@@ -103,6 +104,9 @@ async def map_async(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     limit = fast_dev_limit(fast_dev_run)
     topo = resolve_topology(num_workers, num_nodes, start_method)
+    fn, inputs, _ = adapt_streaming_inputs(
+        fn, inputs, "map", batch_size=batch_size, weights=weights, is_async=False
+    )
     source = open_source(inputs, None)
     output = Output(output_dir, storage_options)
     try:

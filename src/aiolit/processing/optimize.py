@@ -32,6 +32,7 @@ from aiolit.processing._keys import write_keys
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
 from aiolit.processing._sources import Source, batched, open_source, ranges_stream
+from aiolit.processing._streaming_inputs import adapt_streaming_inputs
 from aiolit.processing._worker import OptimizeTask, run_optimize_task
 
 __all__ = ["optimize", "optimize_async"]
@@ -147,7 +148,9 @@ async def optimize_async(
         yielding samples. ``async def`` functions and async generators run on the event loop, at
         most ``max_concurrency`` at a time; plain functions run in worker processes.
     inputs
-        A sequence, any iterable, an async iterable, or an ``asyncio.Queue`` ended by ``ALL_DONE``.
+        A sequence, any iterable, an async iterable, an ``asyncio.Queue`` ended by ``ALL_DONE``, a
+        ``StreamingDataset`` (``fn`` gets each sample; workers read the dataset themselves) or a
+        ``StreamingDataLoader`` (``fn`` gets each batch it yields): re-chunk an existing dataset.
     output_dir
         A local directory or a URL (``s3://``, ``gs://``, ``azure://``).
     queue
@@ -248,7 +251,12 @@ async def optimize_async(
     limit = fast_dev_limit(fast_dev_run)
     loader_name = _item_loader_name(item_loader)
     topo = resolve_topology(num_workers, num_nodes, start_method)
+    fn, inputs, streamed = adapt_streaming_inputs(
+        fn, inputs, "optimize", batch_size=batch_size, weights=weights, is_async=is_async_fn(fn)
+    )
     source = open_source(inputs, queue)
+    if streamed:
+        source.is_queue = True  # a loader's batches are streamed to the workers, never listed
     if use_checkpoint:
         _check_checkpointable(source, fn, keep_data_ordered)
     folder = None if input_dir is None else InputDir(input_dir)
