@@ -75,3 +75,19 @@ async def async_plus_one(sample: Any) -> Any:
 def plus_one_map(sample: Any, output_dir: str) -> None:
     with open(os.path.join(output_dir, f"{int(sample['i'])}.txt"), "w") as f:
         f.write(str(int(sample["sq"]) + 1))
+
+
+def parquet_rows(data: Any) -> Iterator[dict[str, Any]]:
+    table = data.read() if hasattr(data, "read_row_groups") else data  # ParquetFile or Table
+    for row in table.to_pylist():
+        yield {"id": int(row["id"]), "label": str(row.get("label", ""))}
+
+
+def parquet_summary(data: Any, output_dir: str) -> None:
+    ids = data.column("id").to_pylist()
+    with open(os.path.join(output_dir, f"{ids[0]}-{ids[-1]}.txt"), "w") as f:
+        f.write(",".join(str(i) for i in ids))
+
+
+def sum_batch(batch: list[int]) -> dict[str, int]:
+    return {"first": batch[0], "total": sum(batch)}

@@ -25,8 +25,6 @@ _UNSUPPORTED_OFF: dict[str, Any] = {
     "align_chunking": False,
     "compression_level": None,
     "compression_batch_size": None,
-    "reader": None,
-    "key_fn": None,
 }
 
 

@@ -24,6 +24,7 @@ from aiolit.processing._output import Output
 from aiolit.processing._sources import batched, open_source, ranges_stream
 from aiolit.processing._streaming_inputs import adapt_streaming_inputs
 from aiolit.processing._worker import MapTask, run_map_task
+from aiolit.processing.readers import apply_reader
 
 __all__ = ["map", "map_async"]
 
@@ -94,7 +95,7 @@ async def map_async(
         ``fn`` raised (names the input, carries the traceback) or a worker died.
     """
     del reorder_files
-    check_extra_kwargs("map", {"weights": weights, "reader": reader, **kwargs})
+    check_extra_kwargs("map", {"weights": weights, **kwargs})
     folder = None if input_dir is None else InputDir(input_dir)
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {fn!r}")
@@ -107,6 +108,7 @@ async def map_async(
     fn, inputs, _ = adapt_streaming_inputs(
         fn, inputs, "map", batch_size=batch_size, weights=weights, is_async=False
     )
+    fn, inputs = apply_reader(fn, inputs, reader, topo.num_workers, "map", weights)
     source = open_source(inputs, None)
     output = Output(output_dir, storage_options)
     try:

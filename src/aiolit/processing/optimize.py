@@ -34,6 +34,7 @@ from aiolit.processing._output import Output
 from aiolit.processing._sources import Source, batched, open_source, ranges_stream
 from aiolit.processing._streaming_inputs import adapt_streaming_inputs
 from aiolit.processing._worker import OptimizeTask, run_optimize_task
+from aiolit.processing.readers import apply_reader
 
 __all__ = ["optimize", "optimize_async"]
 
@@ -205,6 +206,9 @@ async def optimize_async(
         ``sample -> key`` (a str or an int, unique per sample): writes LitData's keys sidecar
         (``keys/shard-00000.parquet``) so that ``StreamingDataset(...)["some-key"]`` (or
         ``get_by_key``) finds the sample. Appends keep the existing keys.
+    reader
+        A :class:`aiolit.processing.readers.BaseReader` (e.g. ``ParquetReader(num_rows=...)``):
+        it turns ``inputs`` into work items and ``fn`` gets ``reader.read(item)`` of each.
 
     Raises
     ------
@@ -222,7 +226,6 @@ async def optimize_async(
             "align_chunking": align_chunking,
             "compression_level": compression_level,
             "compression_batch_size": compression_batch_size,
-            "reader": reader,
             **kwargs,
         },
     )
@@ -254,6 +257,9 @@ async def optimize_async(
     fn, inputs, streamed = adapt_streaming_inputs(
         fn, inputs, "optimize", batch_size=batch_size, weights=weights, is_async=is_async_fn(fn)
     )
+    if reader is not None and is_async_fn(fn):
+        raise ValueError("optimize(reader=...) needs a plain (not `async def`) fn")
+    fn, inputs = apply_reader(fn, inputs, reader, topo.num_workers, "optimize", weights)
     source = open_source(inputs, queue)
     if streamed:
         source.is_queue = True  # a loader's batches are streamed to the workers, never listed
