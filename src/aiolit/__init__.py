@@ -39,6 +39,7 @@ _LAZY: dict[str, str] = {
     "index_parquet_dataset": "aiolit.processing.parquet",
     "index_parquet_dataset_async": "aiolit.processing.parquet",
     "walk": "aiolit.processing.walk",
+    "Machine": "aiolit.processing.machine",
     "index_hf_dataset": "aiolit.processing.hf",
     "index_hf_dataset_async": "aiolit.processing.hf",
     "StreamingRawDataset": "aiolit.raw",

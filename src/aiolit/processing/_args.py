@@ -17,8 +17,9 @@ __all__ = ["Topology", "check_extra_kwargs", "ensure_no_running_loop", "fast_dev
 _DEFAULT_FAST_DEV_RUN = 10  # inputs per worker for fast_dev_run=True (LitData's number)
 
 # LitData arguments aiolit accepts and ignores: they tune LitData's own machinery (downloader and
-# uploader threads, DNS tweaks, Lightning machines) that aiolit does not have.
-_IGNORED = {"num_downloaders", "num_uploaders", "optimize_dns", "machine", "broadcast_paths"}
+# uploader threads, DNS tweaks) that aiolit does not have. ``machine`` (a Lightning AI machine) is
+# accepted only as None: anything else gets an error saying how to run on your own machines.
+_IGNORED = {"num_downloaders", "num_uploaders", "optimize_dns", "broadcast_paths"}
 # LitData arguments aiolit does not implement: accepted only at their "off" value.
 _UNSUPPORTED_OFF: dict[str, Any] = {
     "weights": None,
@@ -37,6 +38,12 @@ def check_extra_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         An unsupported option set to a non-default value, or an unknown keyword argument.
     """
     for key, value in kwargs.items():
+        if key == "machine":
+            if value is not None:
+                from aiolit.processing.machine import machine_error
+
+                raise machine_error(name, value)
+            continue
         if key in _IGNORED:
             continue
         if key in _UNSUPPORTED_OFF:
