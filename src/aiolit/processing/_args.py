@@ -12,7 +12,15 @@ from typing import Any
 from aiolit.errors import LoopError
 from aiolit.processing._sources import sequential_split
 
-__all__ = ["Topology", "check_extra_kwargs", "ensure_no_running_loop", "fast_dev_limit", "resolve_topology"]
+__all__ = [
+    "Topology",
+    "check_extra_kwargs",
+    "ensure_no_running_loop",
+    "fast_dev_limit",
+    "pack_greedily",
+    "resolve_topology",
+    "weighted_parts",
+]
 
 _DEFAULT_FAST_DEV_RUN = 10  # inputs per worker for fast_dev_run=True (LitData's number)
 
@@ -22,7 +30,6 @@ _DEFAULT_FAST_DEV_RUN = 10  # inputs per worker for fast_dev_run=True (LitData's
 _IGNORED = {"num_downloaders", "num_uploaders", "optimize_dns", "broadcast_paths"}
 # LitData arguments aiolit does not implement: accepted only at their "off" value.
 _UNSUPPORTED_OFF: dict[str, Any] = {
-    "weights": None,
     "align_chunking": False,
     "compression_level": None,
     "compression_batch_size": None,
@@ -141,3 +148,48 @@ def resolve_topology(num_workers: int | None, num_nodes: int | None, start_metho
             f"start_method must be one of {multiprocessing.get_all_start_methods()}, got {start_method!r}"
         )
     return Topology(num_workers, num_nodes, node_rank, start_method)
+
+
+def pack_greedily(weights: list[int] | list[float], num_bins: int) -> list[list[int]]:
+    """LitData's greedy packing: heaviest input first, each into the lightest bin (lowest id on ties).
+
+    Returns the input indices of each bin, in packing order (heaviest first).
+    """
+    order = sorted(range(len(weights)), key=lambda i: weights[i], reverse=True)  # stable, as LitData
+    bins: list[list[int]] = [[] for _ in range(num_bins)]
+    loads = [0.0] * num_bins
+    for i in order:
+        lightest = min(range(num_bins), key=lambda b: loads[b])
+        bins[lightest].append(i)
+        loads[lightest] += weights[i]
+    return bins
+
+
+def weighted_parts(weights: Any, num_items: int, topo: Topology, static: bool, name: str) -> list[list[int]]:
+    """This node's per-worker input indices balanced by ``weights`` (LitData's ``weights=``).
+
+    ``static`` (fixed inputs per worker): one bin per worker of every node, each worker's inputs in
+    input order. Otherwise (workers share a queue): one bin per node, heaviest input first, so
+    the long inputs start early and the short ones fill the gaps.
+
+    Raises
+    ------
+    ValueError
+        ``weights`` is not one positive number per input.
+    """
+    if isinstance(weights, str | bytes) or not hasattr(weights, "__len__"):
+        raise ValueError(f"{name}(weights=...) must be a list of numbers, one per input, got {weights!r}")
+    weights = list(weights)
+    if len(weights) != num_items:
+        raise ValueError(
+            f"{name}(weights=...) has {len(weights)} weights for {num_items} inputs (after batch_size); "
+            "give one weight per input"
+        )
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w > 0:
+            raise ValueError(f"{name}(weights=...) must be positive numbers, got {w!r}")
+    if static:
+        bins = pack_greedily(weights, topo.num_nodes * topo.num_workers)
+        mine = bins[topo.node_rank * topo.num_workers : (topo.node_rank + 1) * topo.num_workers]
+        return [sorted(part) for part in mine]
+    return [pack_greedily(weights, topo.num_nodes)[topo.node_rank]]

@@ -250,7 +250,7 @@ async def run_plan(
 def static_tasks(
     make_task: Callable[[int], Any],
     items: Sequence[Any],
-    parts: Sequence[range],
+    parts: Sequence[Sequence[int]],
     first_rank: int,
     limit: int | None,
     done: dict[int, int] | None = None,

@@ -8,7 +8,7 @@ paths kept, and removed locally).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -17,6 +17,7 @@ from aiolit.processing._args import (
     ensure_no_running_loop,
     fast_dev_limit,
     resolve_topology,
+    weighted_parts,
 )
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
 from aiolit.processing._input_dir import InputDir, check_inputs
@@ -86,6 +87,11 @@ async def map_async(
     input_dir
         A local folder or a URL the inputs' string paths point into; remote files are downloaded
         ahead of ``fn``, which gets local paths (see :func:`aiolit.optimize`).
+    weights
+        One positive number per input: balance the workers by total weight (see
+        :func:`aiolit.optimize`).
+    reader
+        A :class:`aiolit.processing.readers.BaseReader`; ``fn`` gets ``reader.read(item)``.
 
     Raises
     ------
@@ -95,7 +101,7 @@ async def map_async(
         ``fn`` raised (names the input, carries the traceback) or a worker died.
     """
     del reorder_files
-    check_extra_kwargs("map", {"weights": weights, **kwargs})
+    check_extra_kwargs("map", kwargs)
     folder = None if input_dir is None else InputDir(input_dir)
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {fn!r}")
@@ -120,7 +126,10 @@ async def map_async(
             items = batched(items, batch_size)
         if folder is not None:
             check_inputs(items, folder, "map")
-        ranges = topo.node_ranges(len(items))
+        static = bool(keep_data_ordered) or executor is not None
+        ranges: list[Sequence[int]] = list(topo.node_ranges(len(items)))
+        if weights is not None:
+            ranges = list(weighted_parts(weights, len(items), topo, static, "map"))
 
         def make_task(rank: int) -> MapTask:
             return MapTask(
@@ -136,7 +145,7 @@ async def map_async(
             )
 
         total = sum(len(r) if limit is None else min(len(r), limit) for r in ranges)
-        if keep_data_ordered or executor is not None:
+        if static:
             plan = WorkPlan(run_map_task, static_tasks(make_task, items, ranges, topo.rank(0), limit))
         else:
             plan = WorkPlan(

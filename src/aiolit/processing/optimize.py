@@ -12,7 +12,7 @@ import asyncio
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from aiolit.processing._args import (
     ensure_no_running_loop,
     fast_dev_limit,
     resolve_topology,
+    weighted_parts,
 )
 from aiolit.processing._async_fn import is_async_fn, run_async_fn
 from aiolit.processing._checkpoint import Resume, load_resume, save_config
@@ -78,7 +79,7 @@ async def _batched_stream(
 
 
 def _input_stream(
-    source: Source, items: list[Any] | None, ranges: list[range], batch_size: int | None
+    source: Source, items: list[Any] | None, ranges: Sequence[Sequence[int]], batch_size: int | None
 ) -> AsyncIterator[tuple[int, Any]]:
     """This node's inputs as a stream: the static items of ``ranges``, or the source's own stream."""
     if items is not None:
@@ -209,6 +210,11 @@ async def optimize_async(
     reader
         A :class:`aiolit.processing.readers.BaseReader` (e.g. ``ParquetReader(num_rows=...)``):
         it turns ``inputs`` into work items and ``fn`` gets ``reader.read(item)`` of each.
+    weights
+        One positive number per input (its cost): the inputs are packed greedily (heaviest first
+        into the least loaded worker, as LitData) so every worker gets about the same total
+        weight. Each worker keeps its inputs in input order; with ``keep_data_ordered=False`` the
+        shared queue is fed heaviest first.
 
     Raises
     ------
@@ -222,7 +228,6 @@ async def optimize_async(
     check_extra_kwargs(
         "optimize",
         {
-            "weights": weights,
             "align_chunking": align_chunking,
             "compression_level": compression_level,
             "compression_batch_size": compression_batch_size,
@@ -324,6 +329,7 @@ async def optimize_async(
             verbose,
             checkpointing if use_checkpoint else None,
             folder,
+            weights,
         )
         if not any(result.num_samples for result in results) and topo.num_nodes == 1 and existing is None:
             warnings.warn(
@@ -355,6 +361,7 @@ async def _run(
     verbose: bool,
     checkpointing: Callable[[list[list[Any]]], Awaitable[dict[int, int]]] | None = None,
     input_dir: InputDir | None = None,
+    weights: Any = None,
 ) -> list[Any]:
     """Partition the inputs and run the tasks; return one result per writer.
 
@@ -372,7 +379,13 @@ async def _run(
     if items is not None and input_dir is not None:
         check_inputs(items, input_dir, "optimize")
 
-    ranges = [] if items is None else topo.node_ranges(len(items))
+    ranges: list[Sequence[int]] = []
+    if items is not None:
+        static = ordered or executor is not None
+        if weights is None:
+            ranges = list(topo.node_ranges(len(items)))
+        else:
+            ranges = list(weighted_parts(weights, len(items), topo, static, "optimize"))
     total = None if items is None else sum(len(p) if limit is None else min(len(p), limit) for p in ranges)
     done: dict[int, int] = {}
     if checkpointing is not None:
