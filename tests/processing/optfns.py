@@ -91,3 +91,9 @@ def parquet_summary(data: Any, output_dir: str) -> None:
 
 def sum_batch(batch: list[int]) -> dict[str, int]:
     return {"first": batch[0], "total": sum(batch)}
+
+
+def array_sample(i: int) -> dict[str, Any]:
+    import numpy as np
+
+    return {"i": i, "v": np.arange(i % 7, dtype=np.float32)}

@@ -117,7 +117,7 @@ def test_optimize_argument_errors(tmp_path: object) -> None:
 
 
 def test_extra_kwargs_at_defaults_are_accepted() -> None:
-    check_extra_kwargs("optimize", {"num_downloaders": 4, "weights": None})
+    check_extra_kwargs("optimize", {"num_downloaders": 4, "optimize_dns": None, "machine": None})
 
 
 def test_topology_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ from aiolit.processing._sources import sequential_split
 
 __all__ = [
     "Topology",
+    "aligned_parts",
     "check_extra_kwargs",
     "ensure_no_running_loop",
     "fast_dev_limit",
@@ -28,21 +29,17 @@ _DEFAULT_FAST_DEV_RUN = 10  # inputs per worker for fast_dev_run=True (LitData's
 # uploader threads, DNS tweaks) that aiolit does not have. ``machine`` (a Lightning AI machine) is
 # accepted only as None: anything else gets an error saying how to run on your own machines.
 _IGNORED = {"num_downloaders", "num_uploaders", "optimize_dns", "broadcast_paths"}
-# LitData arguments aiolit does not implement: accepted only at their "off" value.
-_UNSUPPORTED_OFF: dict[str, Any] = {
-    "align_chunking": False,
-    "compression_level": None,
-    "compression_batch_size": None,
-}
 
 
 def check_extra_kwargs(name: str, kwargs: dict[str, Any]) -> None:
-    """Accept LitData's other keyword arguments at their defaults; reject the rest clearly.
+    """Accept LitData's tuning arguments aiolit has no use for; reject unknown ones clearly.
 
     Raises
     ------
     ValueError
-        An unsupported option set to a non-default value, or an unknown keyword argument.
+        ``machine=`` (a Lightning AI machine): the message says how to run the job instead.
+    TypeError
+        An unknown keyword argument.
     """
     for key, value in kwargs.items():
         if key == "machine":
@@ -52,10 +49,6 @@ def check_extra_kwargs(name: str, kwargs: dict[str, Any]) -> None:
                 raise machine_error(name, value)
             continue
         if key in _IGNORED:
-            continue
-        if key in _UNSUPPORTED_OFF:
-            if value != _UNSUPPORTED_OFF[key] and value is not None:
-                raise ValueError(f"{name}({key}=...) is not supported by aiolit yet (got {value!r})")
             continue
         raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
 
@@ -193,3 +186,24 @@ def weighted_parts(weights: Any, num_items: int, topo: Topology, static: bool, n
         mine = bins[topo.node_rank * topo.num_workers : (topo.node_rank + 1) * topo.num_workers]
         return [sorted(part) for part in mine]
     return [pack_greedily(weights, topo.num_nodes)[topo.node_rank]]
+
+
+def aligned_parts(num_items: int, topo: Topology, chunk_size: int) -> list[range]:
+    """LitData's ``align_chunking``: whole chunks to every worker but the last, the rest to the last.
+
+    With one sample per input, the chunk boundaries are then those of a single-worker run.
+    """
+    import warnings
+
+    world = topo.num_nodes * topo.num_workers
+    per_worker = (num_items // chunk_size) // world * chunk_size
+    if per_worker == 0 and topo.node_rank == 0 and world > 1:
+        warnings.warn(
+            f"align_chunking: chunk_size ({chunk_size}) is too large for {num_items} inputs over {world} "
+            "workers; all inputs go to the last worker",
+            stacklevel=3,
+        )
+    sizes = [per_worker] * (world - 1) + [num_items - per_worker * (world - 1)]
+    starts = [sum(sizes[:i]) for i in range(world)]
+    parts = [range(starts[i], starts[i] + sizes[i]) for i in range(world)]
+    return parts[topo.node_rank * topo.num_workers : (topo.node_rank + 1) * topo.num_workers]

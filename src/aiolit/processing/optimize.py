@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from aiolit.processing._args import (
     Topology,
+    aligned_parts,
     check_extra_kwargs,
     ensure_no_running_loop,
     fast_dev_limit,
@@ -86,6 +87,17 @@ def _input_stream(
         return ranges_stream(items, ranges)
     assert source.stream is not None
     return source.stream if batch_size is None else _batched_stream(source.stream, batch_size)
+
+
+def _check_align_chunking(chunk_size: int | None, ordered: bool, weights: Any, queue: Any) -> None:
+    if chunk_size is None:
+        raise ValueError("When `align_chunking` is set to True, `chunk_size` needs to be defined.")
+    if not ordered:
+        raise ValueError("align_chunking requires keep_data_ordered=True (fixed inputs per worker)")
+    if weights is not None or queue is not None:
+        raise ValueError(
+            "align_chunking splits the inputs itself: it cannot be combined with weights= or queue="
+        )
 
 
 def _check_key_fn(key_fn: Any, loader_name: str, topo: Topology) -> None:
@@ -215,6 +227,16 @@ async def optimize_async(
         into the least loaded worker, as LitData) so every worker gets about the same total
         weight. Each worker keeps its inputs in input order; with ``keep_data_ordered=False`` the
         shared queue is fed heaviest first.
+    align_chunking
+        With ``chunk_size``: give every worker but the last a whole number of chunks and the last
+        the rest, so the chunk boundaries are those of a one-worker run (when ``fn`` returns one
+        sample per input). The last worker gets more work.
+    compression_level, compression_batch_size
+        LitData 0.2.76's granularity of ``compression="zstd"`` (not the zstd level, which goes in
+        ``"zstd:N"``): ``"chunk"`` (aiolit's default) compresses whole files
+        (``chunk-R-I.zstd.bin``); ``"batch"`` (LitData's default) writes frames of
+        ``compression_batch_size`` (256) items inside ``chunk-R-I.bin``; ``"sample"`` one frame per
+        item. Batch/sample chunks can be read item by item without inflating the whole chunk.
 
     Raises
     ------
@@ -225,15 +247,7 @@ async def optimize_async(
         output already holds a dataset and ``mode`` is ``None``.
     """
     del reorder_files  # aiolit never reorders: the sample order is the input order
-    check_extra_kwargs(
-        "optimize",
-        {
-            "align_chunking": align_chunking,
-            "compression_level": compression_level,
-            "compression_batch_size": compression_batch_size,
-            **kwargs,
-        },
-    )
+    check_extra_kwargs("optimize", kwargs)
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {fn!r}")
     if mode not in (None, "append", "overwrite"):
@@ -258,6 +272,13 @@ async def optimize_async(
         raise ValueError(f"max_concurrency must be positive, got {max_concurrency!r}")
     limit = fast_dev_limit(fast_dev_run)
     loader_name = _item_loader_name(item_loader)
+    from aiolit.format._writer import check_compression_level
+
+    check_compression_level(
+        compression, compression_level, compression_batch_size, encryption is not None, loader_name
+    )
+    if align_chunking:
+        _check_align_chunking(chunk_size, keep_data_ordered, weights, queue)
     topo = resolve_topology(num_workers, num_nodes, start_method)
     fn, inputs, streamed = adapt_streaming_inputs(
         fn, inputs, "optimize", batch_size=batch_size, weights=weights, is_async=is_async_fn(fn)
@@ -285,6 +306,8 @@ async def optimize_async(
             "compression": compression,
             "encryption": encryption,
             "item_loader": loader_name,
+            "compression_level": compression_level,
+            "compression_batch_size": compression_batch_size,
         }
 
         resumes: dict[int, Resume] = {}
@@ -330,6 +353,7 @@ async def optimize_async(
             checkpointing if use_checkpoint else None,
             folder,
             weights,
+            chunk_size if align_chunking else None,
         )
         if not any(result.num_samples for result in results) and topo.num_nodes == 1 and existing is None:
             warnings.warn(
@@ -362,6 +386,7 @@ async def _run(
     checkpointing: Callable[[list[list[Any]]], Awaitable[dict[int, int]]] | None = None,
     input_dir: InputDir | None = None,
     weights: Any = None,
+    align_chunking: int | None = None,
 ) -> list[Any]:
     """Partition the inputs and run the tasks; return one result per writer.
 
@@ -382,7 +407,9 @@ async def _run(
     ranges: list[Sequence[int]] = []
     if items is not None:
         static = ordered or executor is not None
-        if weights is None:
+        if align_chunking is not None:
+            ranges = list(aligned_parts(len(items), topo, align_chunking))
+        elif weights is None:
             ranges = list(topo.node_ranges(len(items)))
         else:
             ranges = list(weighted_parts(weights, len(items), topo, static, "optimize"))
