@@ -189,3 +189,29 @@ def test_checkpoint_resume_on_s3(s3_server: Any, tmp_path: Path, monkeypatch: py
     local.mkdir()
     _download(url, options, local)
     assert read_aiolit(str(local)) == [{"i": i, "sq": i * i} for i in range(20)]
+
+
+def test_multi_node_nodes_keep_each_others_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = str(tmp_path)
+    args: dict[str, Any] = {"chunk_size": 2, "num_workers": 2, "num_nodes": 2, "use_checkpoint": True,
+                            "start_method": "fork", "verbose": False}  # fmt: skip
+    monkeypatch.setenv("DATA_OPTIMIZER_NODE_RANK", "1")
+    monkeypatch.setenv("AIOLIT_TEST_FAIL_AT", "36")
+    with pytest.raises(OptimizeError):
+        ld.optimize(optfns.logged_square, list(range(40)), out, **args)
+    monkeypatch.delenv("AIOLIT_TEST_FAIL_AT")
+    # node 0 finishes meanwhile: it removes only its own checkpoints
+    monkeypatch.setenv("DATA_OPTIMIZER_NODE_RANK", "0")
+    ld.optimize(optfns.logged_square, list(range(40)), out, **args)
+    assert (tmp_path / ".checkpoints" / "checkpoint-3.json").exists()
+    assert not (tmp_path / ".checkpoints" / "checkpoint-0.json").exists()
+    done = _checkpointed_inputs(tmp_path, [[], [], list(range(20, 30)), list(range(30, 40))])
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("AIOLIT_TEST_LOG", str(log))
+    monkeypatch.setenv("DATA_OPTIMIZER_NODE_RANK", "1")
+    ld.optimize(optfns.logged_square, list(range(40)), out, **args)
+    assert sorted(_logged(log)) == sorted(set(range(20, 40)) - done) and {30, 31, 32, 33} <= done
+    assert read_aiolit(out) == [{"i": i, "sq": i * i} for i in range(40)]
+    assert not (tmp_path / ".checkpoints").exists()

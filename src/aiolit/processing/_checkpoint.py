@@ -28,7 +28,15 @@ from typing import Any
 from aiolit.errors import OptimizeError
 from aiolit.processing._output import Output
 
-__all__ = ["CHECKPOINT_DIR", "Resume", "load_resume", "save_config", "write_checkpoint"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "Resume",
+    "clear",
+    "clear_node",
+    "load_resume",
+    "save_config",
+    "write_checkpoint",
+]
 
 CHECKPOINT_DIR = ".checkpoints"
 
@@ -131,8 +139,22 @@ def _write_local(root: str, name: str, payload: bytes) -> None:
         raise
 
 
+async def clear_node(output: Output, node_rank: int, ranks: Sequence[int]) -> None:
+    """Delete this node's checkpoint files once its part is indexed (other nodes may still run)."""
+    import asyncio
+
+    names = [f"{CHECKPOINT_DIR}/config-{node_rank}.json"]
+    names += [f"{CHECKPOINT_DIR}/checkpoint-{rank}.json" for rank in ranks]
+    await asyncio.gather(*(output.delete(name) for name in names))
+    if output.local_path is not None:
+        try:
+            os.rmdir(os.path.join(output.local_path, CHECKPOINT_DIR))  # only when now empty
+        except OSError:
+            pass
+
+
 async def clear(output: Output) -> None:
-    """Delete ``.checkpoints/`` (after a successful run, or when starting without checkpoints)."""
+    """Delete ``.checkpoints/`` (when a run starts without checkpoints: stale ones must not be resumed)."""
     if output.is_local:
         import shutil
 

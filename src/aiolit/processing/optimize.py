@@ -28,6 +28,7 @@ from aiolit.processing._args import (
 from aiolit.processing._async_fn import is_async_fn, run_async_fn
 from aiolit.processing._checkpoint import Resume, load_resume, save_config
 from aiolit.processing._checkpoint import clear as clear_checkpoints
+from aiolit.processing._checkpoint import clear_node as clear_node_checkpoints
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
 from aiolit.processing._input_dir import InputDir, check_inputs
 from aiolit.processing._keys import write_keys
@@ -367,7 +368,8 @@ async def optimize_async(
             extra = await write_keys(output, results, existing)
         await finalize_index(output, results, existing, topo, updated_at=str(started), extra=extra)
         if use_checkpoint:
-            await clear_checkpoints(output)
+            ranks = [topo.rank(w) for w in range(topo.num_workers)]
+            await clear_node_checkpoints(output, topo.node_rank, ranks)
     finally:
         await output.aclose()
 
