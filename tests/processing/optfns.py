@@ -97,3 +97,9 @@ def array_sample(i: int) -> dict[str, Any]:
     import numpy as np
 
     return {"i": i, "v": np.arange(i % 7, dtype=np.float32)}
+
+
+def parquet_is_last(data: Any, output_dir: str, is_last: bool = False) -> None:
+    ids = data.column("id").to_pylist()
+    with open(os.path.join(output_dir, f"{ids[0]}.txt"), "w") as f:
+        f.write(f"{len(ids)} {is_last}")

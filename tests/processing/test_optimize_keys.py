@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import aiolit.processing as ld
-from aiolit import StreamingDataset
+from aiolit import StreamingDataLoader, StreamingDataset
 from aiolit.errors import OptimizeError
 from tests.processing import optfns
 from tests.processing.readback import read_aiolit
@@ -48,6 +48,11 @@ def test_key_fn_roundtrip_and_index_section(tmp_path: Path) -> None:
     for got in _all_paths(ds, keys):
         assert got == [{"i": i, "sq": i * i} for i in reversed(range(23))]
     assert ds[5] == {"i": 5, "sq": 25}  # ints stay positions
+    assert list(ds) == samples  # a keyed dataset is an ordinary dataset otherwise
+    loaded = [
+        {k: int(v[0]) for k, v in b.items()} for b in StreamingDataLoader(ds, batch_size=1, num_workers=2)
+    ]
+    assert sorted(loaded, key=lambda s: s["i"]) == samples
     with pytest.raises(KeyError, match="item-99"):
         ds["item-99"]
 

@@ -84,6 +84,13 @@ def test_map_with_parquet_reader(tmp_path: Path) -> None:
     expected = {"0-7", "8-15", "16-19", "20-27", "28-32"}
     assert {p.stem for p in out.iterdir()} == expected
     assert (out / "28-32.txt").read_text() == "28,29,30,31,32"
+    # fn's own parameters show through the reader: is_last reaches it (ordered: last slice of each worker)
+    flagged = tmp_path / "flagged"
+    ld.map(optfns.parquet_is_last, files, str(flagged), reader=ParquetReader(num_rows=8, to_pandas=False,
+           columns=["id"]), num_workers=1, keep_data_ordered=True, start_method="fork", verbose=False)  # fmt: skip
+    assert {p.stem: p.read_text() for p in flagged.iterdir()} == {
+        "0": "8 False", "8": "8 False", "16": "4 False", "20": "8 False", "28": "5 True"
+    }  # fmt: skip
 
 
 class Batches(BaseReader):

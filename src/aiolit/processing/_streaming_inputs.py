@@ -22,8 +22,11 @@ class _ReadSample:
     """``fn(ds[i])`` for an index ``i`` (picklable: the dataset travels to the worker once per task)."""
 
     def __init__(self, dataset: Any, fn: Callable[..., Any]) -> None:
+        from aiolit.processing.readers import _keep_signature
+
         self.dataset = dataset
         self.fn = fn
+        _keep_signature(self, fn)
 
     def __call__(self, index: int, *args: Any, **kwargs: Any) -> Any:
         return self.fn(self.dataset[index], *args, **kwargs)

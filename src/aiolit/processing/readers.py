@@ -157,12 +157,23 @@ class ParquetReader(BaseReader):
         return pq.ParquetFile(io.BytesIO(sink.getvalue()))
 
 
+def _keep_signature(wrapper: Any, fn: Any) -> None:
+    # map() passes is_last= when fn takes it: the wrapper must show fn's parameters
+    import inspect
+
+    try:
+        wrapper.__signature__ = inspect.signature(fn)
+    except (TypeError, ValueError):
+        pass
+
+
 class _ReadThen:
     """``fn(reader.read(item))`` (picklable: travels to the workers with the task)."""
 
     def __init__(self, reader: BaseReader, fn: Any) -> None:
         self.reader = reader
         self.fn = fn
+        _keep_signature(self, fn)
 
     def __call__(self, item: Any, *args: Any, **kwargs: Any) -> Any:
         return self.fn(self.reader.read(item), *args, **kwargs)
