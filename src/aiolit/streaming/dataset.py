@@ -538,7 +538,9 @@ class StreamingDataset(IterableDataset[Any]):
             and isinstance(self.item_loader, PyTreeLoader)
             and not self._cached(chunk_id)
         ):
-            return self.item_loader.decode(_loop.run(source.fetch_item(chunk_id, k)))
+            payload = _loop.run(source.fetch_item(chunk_id, k))
+            if payload:  # empty: an Arrow-footer chunk (rows after the items), read whole below
+                return self.item_loader.decode(payload)
         return self.item_loader.load(_loop.run(self._aopen(chunk_id)), k)
 
     async def aget(self, index: int) -> Any:
@@ -547,14 +549,19 @@ class StreamingDataset(IterableDataset[Any]):
         source = self.source
         if source.in_place:
             item = self.item_loader.load(self._open_cached(chunk_id), k)
-        elif (
-            source.range_readable
-            and isinstance(self.item_loader, PyTreeLoader)
-            and not self._cached(chunk_id)
-        ):
-            item = self.item_loader.decode(await source.fetch_item(chunk_id, k))
         else:
-            item = self.item_loader.load(await self._aopen(chunk_id), k)
+            payload = b""
+            if (
+                source.range_readable
+                and isinstance(self.item_loader, PyTreeLoader)
+                and not self._cached(chunk_id)
+            ):
+                payload = await source.fetch_item(chunk_id, k)
+            # empty: not range-read, or an Arrow-footer chunk (rows after the items)
+            if payload and isinstance(self.item_loader, PyTreeLoader):
+                item = self.item_loader.decode(payload)
+            else:
+                item = self.item_loader.load(await self._aopen(chunk_id), k)
         for f in self._transforms():
             item = f(item)
         return item
