@@ -50,9 +50,10 @@ def check_encryption(config: dict[str, Any], encryption: Encryption | None, wher
             raise EncryptionError(f"{where} is not encrypted but an encryption was given; drop encryption=")
         return
     if encryption is None:
+        cls = "RSAEncryption" if expected.get("algorithm") == "rsa" else "FernetEncryption"
         raise EncryptionError(
             f"{where} is encrypted ({expected.get('algorithm')}, level {expected.get('level')!r}): pass "
-            "encryption=FernetEncryption.load(key_file, password)"
+            f"encryption={cls}.load(key_file, password)"
         )
     if expected.get("algorithm") != encryption.algorithm or expected.get("level") != encryption.level:
         raise EncryptionError(
