@@ -285,8 +285,8 @@ def test_errors(two_dirs: Any) -> None:
         CombinedStreamingDataset(ds, batching_method="round_robin")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="weights"):
         CombinedStreamingDataset(ds, weights=[1.0], iterate_over_all=False)
-    with pytest.raises(RuntimeError, match="StreamingDataset"):
-        CombinedStreamingDataset([ds[0], [1, 2]])  # type: ignore[list-item]
+    with pytest.raises(RuntimeError, match="wrappers cannot be nested"):
+        CombinedStreamingDataset([ds[0], CombinedStreamingDataset(ds)])
     combined = CombinedStreamingDataset(ds)
     loader = StreamingDataLoader(combined, batch_size=2, num_workers=2)
     it = iter(loader)

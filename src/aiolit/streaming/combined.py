@@ -31,13 +31,14 @@ import numpy.typing as npt
 
 from aiolit.streaming._plan import Topology
 from aiolit.streaming._wrapper import StreamingWrapper
-from aiolit.streaming.dataset import StreamingDataset, _check_bool
+from aiolit.streaming.dataset import _check_bool
 
 __all__ = ["CombinedStreamingDataset", "schedule"]
 
 BatchingMethod = Literal["stratified", "per_stream"]
 
 _BLOCK = 1 << 16
+_END = object()  # end of an inner stream
 
 
 def _pick(
@@ -169,8 +170,13 @@ class CombinedStreamingDataset(StreamingWrapper):
 
     Parameters
     ----------
-    datasets : list of StreamingDataset
-        The datasets to combine.
+    datasets : list of datasets
+        The datasets to combine: StreamingDatasets, or any sized dataset LitData's wrappers
+        iterate (``range``, a list, a map-style ``Dataset``, an ``IterableDataset`` with
+        ``__len__``). Map-style ones are split over ranks and workers like a StreamingDataset
+        and resume exactly; iterable ones are iterated whole by every worker (as torch's
+        ``DataLoader`` does) and resume by re-iterating and skipping what was yielded, which is
+        exact only if they yield the same sequence again. See docs/migrating-notes.md.
     seed : int
         Seed of the draws.
     weights : sequence of float, optional
@@ -199,7 +205,7 @@ class CombinedStreamingDataset(StreamingWrapper):
 
     def __init__(
         self,
-        datasets: list[StreamingDataset],
+        datasets: list[Any],
         seed: int = 42,
         weights: Sequence[float] | None = None,
         iterate_over_all: bool = True,
@@ -352,7 +358,10 @@ class CombinedStreamingDataset(StreamingWrapper):
         iters = self._iterators_at(picks, epoch, skip, sync=True)
         try:
             for d in picks[skip:].tolist():
-                yield next(iters[d])
+                # A foreign iterable may yield fewer than its len(): its remaining draws are skipped.
+                item = next(iters[d], _END)
+                if item is not _END:
+                    yield item
         finally:
             for it in iters:
                 it.close()
@@ -362,7 +371,9 @@ class CombinedStreamingDataset(StreamingWrapper):
         iters = self._iterators_at(picks, epoch, skip, sync=False)
         try:
             for d in picks[skip:].tolist():
-                yield await iters[d].__anext__()
+                item = await anext(iters[d], _END)
+                if item is not _END:
+                    yield item
         finally:
             for it in iters:
                 await it.aclose()
