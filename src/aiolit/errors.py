@@ -15,6 +15,7 @@ keeps working for code written against LitData. Each message says what failed an
     │   └── DecryptionError (cryptography.fernet.InvalidToken)   the key does not decrypt the data
     ├── StoreError (OSError)                  an object-store request failed
     │   ├── ObjectNotFoundError (FileNotFoundError)
+    │   │   └── NoFilesFoundError (ValueError)   StreamingRawDataset: no (matching) files in input_dir
     │   ├── StorePermissionError (PermissionError)   auth / permission: not retried
     │   ├── TransientStoreError               5xx, throttling, timeouts, resets, short reads: retried
     │   └── RetriesExhaustedError             the retry policy gave up (names URL, range, status, attempts)
@@ -35,6 +36,7 @@ __all__ = [
     "EncryptionError",
     "FormatError",
     "LoopError",
+    "NoFilesFoundError",
     "ObjectNotFoundError",
     "OptimizeError",
     "PickleNotAllowedError",
@@ -109,6 +111,10 @@ class StoreError(AiolitError, OSError):
 
 class ObjectNotFoundError(StoreError, FileNotFoundError):
     """The object (or bucket/container) does not exist."""
+
+
+class NoFilesFoundError(ObjectNotFoundError, ValueError):
+    """A raw ``input_dir`` holds no (matching) files; also a ``ValueError``, what LitData raises."""
 
 
 class StorePermissionError(StoreError, PermissionError):
