@@ -107,14 +107,10 @@ class ForeignDataset:
         self._forward("reset_state_dict")
 
     def _topology(self) -> tuple[Topology, int]:
-        from aiolit.streaming.dataset import _distributed
+        from aiolit.streaming.dataset import StreamingDataset
 
-        info = get_worker_info()
-        if info is not None:
-            world, rank = self._world or _distributed()
-            return Topology(world, rank, info.num_workers), info.id
-        world, rank = _distributed()
-        return Topology(world, rank, self.num_workers), 0
+        # The same rule as a StreamingDataset's (it reads only ``_world`` and ``num_workers``).
+        return StreamingDataset._topology(self)  # type: ignore[arg-type]
 
     def _drop_last(self, topology: Topology) -> bool:
         return self.drop_last if self.drop_last is not None else topology.world_size > 1
