@@ -181,3 +181,28 @@ def test_refused_datasets_say_why() -> None:
     ):
         CombinedStreamingDataset([inner, range(2)])
     assert torch.equal(torch.tensor(list(ParallelStreamingDataset([range(3)]))).flatten(), torch.arange(3))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_parallel_cycling_foreign_datasets_resumes_exactly(num_workers: int) -> None:
+    def loader() -> StreamingDataLoader:
+        parallel = ParallelStreamingDataset([Squares(7), range(100, 105)], length=12)
+        return StreamingDataLoader(parallel, batch_size=2, num_workers=num_workers)
+
+    def rows(batches: Any) -> list[tuple[list[int], list[int]]]:
+        return [(a.tolist(), b.tolist()) for a, b in batches]
+
+    reference = rows(loader())
+    assert sum(len(a) for a, _ in reference) == 12
+    if num_workers == 0:  # one worker cycles both: 7 then 5 samples per pass
+        assert [x for _, b in reference for x in b] == [100, 101, 102, 103, 104] * 2 + [100, 101]
+    for cut in (1, 4):
+        first = loader()
+        seen = []
+        for batch in first:
+            seen.append(batch)
+            if len(seen) == cut:
+                break
+        resumed = loader()
+        resumed.load_state_dict(first.state_dict())
+        assert rows(seen) + rows(resumed) == reference

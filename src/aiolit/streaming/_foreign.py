@@ -139,7 +139,9 @@ class ForeignDataset:
         epoch, skip = at
         topology, worker_id = self._topology()
         if epoch != self.current_epoch:
-            self.set_epoch(epoch)  # a cycled stream's next pass (ParallelStreamingDataset)
+            # A cycled stream's next pass (ParallelStreamingDataset): the dataset sees that
+            # epoch; this adapter keeps the wrapper's (its state_dict reports it).
+            self._forward("set_epoch", epoch)
         if self.map_style:
             budgets = self._budgets(topology)
             flat = np.concatenate([[0], np.cumsum(budgets.reshape(-1))])
