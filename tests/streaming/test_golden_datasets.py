@@ -131,7 +131,18 @@ def test_corpus_covers_every_layout() -> None:
 def test_zstd_batch_without_magic_fails_closed_on_every_path(tmp_path: Path) -> None:
     ds = open_golden(tmp_path, "0.2.76", "zstd_batch")
     match = r"chunk-0-0\.bin is indexed as compression_level='batch' but lacks the LDFZ01 magic"
-    reads: list[Callable[[], Any]] = [lambda: list(ds), lambda: ds[0], lambda: asyncio.run(ds.aget(0))]
+
+    async def async_for() -> list[Any]:
+        return [x async for x in ds]
+
+    loader = StreamingDataLoader(ds, batch_size=3, num_workers=2, collate_fn=_keep)
+    reads: list[Callable[[], Any]] = [
+        lambda: list(ds),
+        lambda: ds[0],
+        lambda: asyncio.run(ds.aget(0)),
+        lambda: asyncio.run(async_for()),
+        lambda: list(loader),
+    ]
     for read in reads:
         with pytest.raises(FormatError, match=match):
             read()
