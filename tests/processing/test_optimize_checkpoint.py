@@ -215,3 +215,13 @@ def test_multi_node_nodes_keep_each_others_checkpoints(
     assert sorted(_logged(log)) == sorted(set(range(20, 40)) - done) and {30, 31, 32, 33} <= done
     assert read_aiolit(out) == [{"i": i, "sq": i * i} for i in range(40)]
     assert not (tmp_path / ".checkpoints").exists()
+
+
+def test_empty_result_leaves_no_checkpoints(tmp_path: Path) -> None:
+    from tests.processing import fns
+
+    with pytest.warns(UserWarning, match="no samples"):
+        ld.optimize(fns.odd_or_none, [0, 2, 4, 6], str(tmp_path), chunk_size=2, num_workers=2,
+                    use_checkpoint=True, start_method="fork", verbose=False)  # fmt: skip
+    assert json.loads((tmp_path / "index.json").read_text())["chunks"] == []
+    assert not (tmp_path / ".checkpoints").exists()

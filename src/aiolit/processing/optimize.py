@@ -366,6 +366,8 @@ async def optimize_async(
 
             # LitData's empty dataset: {"chunks": [], "config": null, "updated_at": ...}
             await output.write("index.json", Index([], {}, str(started)).to_json())
+            if use_checkpoint:
+                await clear_node_checkpoints(output, topo.node_rank, [topo.rank(0)])
             return
         extra = None
         if key_fn is not None:
