@@ -138,3 +138,17 @@ def test_keyed_lookup_on_s3(s3_server: Any, tmp_path: Path) -> None:
     ds = StreamingDataset(url, storage_options=options, cache_dir=str(tmp_path / "cache"))
     for got in _all_paths(ds, [f"item-{i}" for i in range(9)]):
         assert got == [{"i": i, "sq": i * i} for i in range(9)]
+
+
+def test_append_with_key_fn_onto_an_unkeyed_dataset_fails_first(tmp_path: Path) -> None:
+    out = str(tmp_path)
+    ld.optimize(optfns.logged_square, list(range(4)), out, chunk_size=2, num_workers=1, start_method="fork",
+                verbose=False)  # fmt: skip
+    log = tmp_path / "calls.log"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIOLIT_TEST_LOG", str(log))
+        with pytest.raises(OptimizeError, match=r"no keys/shard-00000\.parquet"):
+            ld.optimize(optfns.logged_square, list(range(4, 8)), out, chunk_size=2, num_workers=1, mode="append",
+                        key_fn=optfns.key_of, start_method="fork", verbose=False)  # fmt: skip
+    assert not log.exists()  # refused before fn ran
+    assert [s["i"] for s in read_aiolit(out)] == [0, 1, 2, 3]

@@ -31,7 +31,7 @@ from aiolit.processing._checkpoint import clear as clear_checkpoints
 from aiolit.processing._checkpoint import clear_node as clear_node_checkpoints
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
 from aiolit.processing._input_dir import InputDir, check_inputs
-from aiolit.processing._keys import write_keys
+from aiolit.processing._keys import read_keys, write_keys
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
 from aiolit.processing._sources import Source, batched, open_source, ranges_stream
@@ -301,6 +301,8 @@ async def optimize_async(
 
     try:
         existing, starts = await prepare_output(output, mode, topo)
+        if key_fn is not None and existing is not None:
+            await read_keys(output, existing.num_samples)  # fail before the work, not after it
         writer_options = {
             "chunk_size": chunk_size,
             "chunk_bytes": parsed_bytes,
