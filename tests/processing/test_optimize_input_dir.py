@@ -112,3 +112,21 @@ def test_remote_input_dir(server_name: str, request: pytest.FixtureRequest, tmp_
         ld.optimize(optfns.read_file_text, [urls[0], f"{raw}/missing.txt"], str(tmp_path / "bad"),
                     input_dir=raw, chunk_size=2, num_workers=1, start_method="fork",
                     storage_options=options, verbose=False)  # fmt: skip
+
+
+@pytest.mark.s3
+def test_object_urls_without_input_dir_are_downloaded(s3_server: Any, tmp_path: Path) -> None:
+    # LitData's README form: inputs = [os.path.join("s3://bucket/folder", name), ...], no input_dir
+    options = s3_server.storage_options
+    raw = s3_server.new_url("my_large_images")
+    urls = _upload(raw, options, 6)
+    mapped = tmp_path / "mapped"
+    ld.map(optfns.copy_upper, urls, str(mapped), num_workers=2, start_method="fork", storage_options=options,
+           verbose=False)  # fmt: skip
+    assert {p.name: p.read_text() for p in mapped.iterdir()} == {
+        f"{i}.txt.up": _text(i).upper() for i in range(6)
+    }
+    out = str(tmp_path / "out")
+    ld.optimize(optfns.read_file_text, urls, out, chunk_size=4, num_workers=1, start_method="fork",
+                storage_options=options, verbose=False)  # fmt: skip
+    assert read_aiolit(out) == [{"name": f"{i}.txt", "text": _text(i)} for i in range(6)]

@@ -19,9 +19,10 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["InputDir", "check_inputs", "localized"]
+__all__ = ["InputDir", "check_inputs", "detect_input_dir", "localized"]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_OBJECT_STORE = re.compile(r"^(s3|gs|azure|az)://([^/]+)/.")
 _AHEAD = 8  # inputs downloaded ahead of fn
 
 
@@ -57,6 +58,22 @@ class InputDir:
         if not key or any(part in ("", ".", "..") for part in parts):
             return None  # never a path that escapes the folder (or the download folder)
         return "/".join(parts)
+
+
+def detect_input_dir(items: Sequence[Any]) -> InputDir | None:
+    """LitData's guess when ``input_dir`` is not given: inputs naming objects (``s3://bucket/...``).
+
+    As LitData, only the first input (or the second, when the first names none) is looked at; the
+    files of every input under the same bucket are then downloaded for ``fn``. Local paths are
+    read in place, so they need no folder.
+    """
+    from aiolit.format._pytree import flatten
+
+    for item in items[:2]:
+        for leaf in flatten(item)[0]:
+            if isinstance(leaf, str) and (match := _OBJECT_STORE.match(leaf)):
+                return InputDir(f"{match.group(1)}://{match.group(2)}")
+    return None
 
 
 def check_inputs(items: Sequence[Any], input_dir: InputDir, name: str) -> None:

@@ -20,7 +20,7 @@ from aiolit.processing._args import (
     weighted_parts,
 )
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
-from aiolit.processing._input_dir import InputDir, check_inputs
+from aiolit.processing._input_dir import InputDir, check_inputs, detect_input_dir
 from aiolit.processing._output import Output
 from aiolit.processing._sources import batched, open_source, ranges_stream
 from aiolit.processing._streaming_inputs import adapt_streaming_inputs
@@ -111,9 +111,11 @@ async def map_async(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     limit = fast_dev_limit(fast_dev_run)
     topo = resolve_topology(num_workers, num_nodes, start_method)
+    given = inputs
     fn, inputs, _ = adapt_streaming_inputs(
         fn, inputs, "map", batch_size=batch_size, weights=weights, is_async=False
     )
+    streamed = inputs is not given  # a StreamingDataset/Loader: its items name no files
     fn, inputs = apply_reader(fn, inputs, reader, topo.num_workers, "map", weights)
     source = open_source(inputs, None)
     output = Output(output_dir, storage_options)
@@ -124,6 +126,8 @@ async def map_async(
         items = await source.materialize()
         if batch_size is not None:
             items = batched(items, batch_size)
+        if folder is None and reader is None and not streamed:
+            folder = detect_input_dir(items)  # LitData downloads inputs naming s3:// objects
         if folder is not None:
             check_inputs(items, folder, "map")
         static = bool(keep_data_ordered) or executor is not None

@@ -30,7 +30,7 @@ from aiolit.processing._checkpoint import Resume, load_resume, save_config
 from aiolit.processing._checkpoint import clear as clear_checkpoints
 from aiolit.processing._checkpoint import clear_node as clear_node_checkpoints
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
-from aiolit.processing._input_dir import InputDir, check_inputs
+from aiolit.processing._input_dir import InputDir, check_inputs, detect_input_dir
 from aiolit.processing._keys import read_keys, write_keys
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
@@ -215,7 +215,9 @@ async def optimize_async(
         A local folder or a URL (``s3://bucket/raw``) that the inputs' string paths point into
         (each input must hold at least one). Remote files are downloaded by each worker, several
         inputs ahead and concurrently, and ``fn`` gets the input with the paths replaced by the
-        local copies (deleted after ``fn`` returns). Uses ``storage_options``.
+        local copies (deleted after ``fn`` returns). Uses ``storage_options``. Without it, inputs
+        naming objects (``s3://bucket/...``, ``gs://``, ``azure://``) are downloaded the same way,
+        as LitData does (the bucket is taken from the first input).
     key_fn
         ``sample -> key`` (a str or an int, unique per sample): writes LitData's keys sidecar
         (``keys/shard-00000.parquet``) so that ``StreamingDataset(...)["some-key"]`` (or
@@ -293,6 +295,14 @@ async def optimize_async(
     if use_checkpoint:
         _check_checkpointable(source, fn, keep_data_ordered)
     folder = None if input_dir is None else InputDir(input_dir)
+    if (
+        folder is None
+        and source.items is not None
+        and reader is None
+        and not streamed
+        and not is_async_fn(fn)
+    ):
+        folder = detect_input_dir(source.items)  # LitData downloads inputs naming s3:// objects
     if key_fn is not None:
         _check_key_fn(key_fn, loader_name, topo)
     if folder is not None and is_async_fn(fn):
