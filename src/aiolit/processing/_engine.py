@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import pickle
 import queue as queue_module
 import threading
@@ -145,6 +146,11 @@ def _kill_pool(pool: ProcessPoolExecutor) -> None:
             break
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _close_queue(q: Any) -> None:
     if q is not None:
         q.cancel_join_thread()
@@ -193,7 +199,7 @@ async def run_plan(
             max_workers=max(1, num_tasks),
             mp_context=ctx,
             initializer=init_worker,
-            initargs=(item_q, progress_q),
+            initargs=(item_q, progress_q, os.getpid()),
         )
     else:
         if plan.stream is not None:
@@ -232,6 +238,10 @@ async def run_plan(
         stop.set()
         for future in pending:
             future.cancel()
+        for future in futures:
+            # The first failure was raised; the others (a broken pool fails every task) must be
+            # retrieved, or asyncio prints "Future exception was never retrieved" at exit.
+            future.add_done_callback(_retrieve)
         if own_pool:
             assert isinstance(pool, ProcessPoolExecutor)
             if ok:

@@ -21,7 +21,8 @@ from aiolit.processing._worker import TaskResult
 
 __all__ = ["finalize_index", "prepare_output"]
 
-_OVERWRITE_PATTERNS = ("*.bin", "*index.json")
+# The dataset's files, plus the temp files a killed run can leave behind (chunk and index temps).
+_OVERWRITE_PATTERNS = ("*.bin", "*index.json", ".chunk-*.tmp", ".index.*.tmp", ".*index.json.*.tmp")
 
 
 async def prepare_output(output: Output, mode: str | None, topo: Topology) -> tuple[Any, dict[int, int]]:

@@ -13,7 +13,10 @@ import os
 import pickle
 import queue as queue_module
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -32,6 +35,7 @@ __all__ = [
     "TaskResult",
     "WorkerTask",
     "describe_input",
+    "exit_if_orphaned",
     "finish_writer",
     "init_worker",
     "run_map_task",
@@ -45,12 +49,62 @@ _PROGRESS_QUEUE: Any = None
 _PARENT_PID: int | None = None
 
 
-def init_worker(item_queue: Any, progress_queue: Any) -> None:
-    """Pool initializer: remember the shared queues (they can only be inherited at process start)."""
+_ORPHAN_EXIT = 70  # exit status of a worker that outlived its coordinator
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: have the kernel SIGKILL this process the moment its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # the watchdog thread and the checks between inputs still apply
+
+
+def exit_if_orphaned() -> None:
+    """End this worker at once (``os._exit``) if the coordinator that started it is gone.
+
+    ``SystemExit`` would not do: the pool catches it inside a task and the process lives on.
+    """
+    if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
+        os._exit(_ORPHAN_EXIT)
+
+
+def _watch_parent(interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        exit_if_orphaned()
+
+
+def init_worker(item_queue: Any, progress_queue: Any, coordinator_pid: int | None = None) -> None:
+    """Pool initializer: remember the shared queues and tie this process's life to the coordinator.
+
+    The kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG`` on Linux); a watchdog
+    thread and a check between inputs cover other platforms and a parent that died before the
+    signal was armed. Without them a SIGKILLed coordinator would leave workers writing chunks.
+    """
     global _ITEM_QUEUE, _PROGRESS_QUEUE, _PARENT_PID
+    _set_parent_death_signal()
     _ITEM_QUEUE = item_queue
     _PROGRESS_QUEUE = progress_queue
     _PARENT_PID = os.getppid()
+    if coordinator_pid is not None and coordinator_pid != _PARENT_PID and not _alive(coordinator_pid):
+        os._exit(_ORPHAN_EXIT)  # the coordinator died while this process was starting
+    threading.Thread(target=_watch_parent, args=(0.5,), name="aiolit-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def describe_input(position: int, item: Any) -> str:
@@ -84,7 +138,9 @@ class _Progress:
 
 def _iter_inputs(items: list[tuple[int, Any]] | None) -> Iterator[tuple[int, Any]]:
     if items is not None:
-        yield from items
+        for entry in items:
+            exit_if_orphaned()
+            yield entry
         return
     if _ITEM_QUEUE is None:
         raise RuntimeError("a shared-queue task ran outside aiolit's process pool")
@@ -92,8 +148,7 @@ def _iter_inputs(items: list[tuple[int, Any]] | None) -> Iterator[tuple[int, Any
         try:
             entry = _ITEM_QUEUE.get(timeout=1.0)
         except queue_module.Empty:
-            if os.getppid() != _PARENT_PID:
-                raise SystemExit("aiolit: the optimize coordinator died; stopping this worker") from None
+            exit_if_orphaned()
             continue
         if not entry:  # b"" ends the queue, one per worker
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -197,12 +198,18 @@ async def optimize_async(
 
     try:
         existing, starts = await prepare_output(output, mode, topo)
+        run_id = uuid.uuid4().hex[:8]
         writer_options = {
             "chunk_size": chunk_size,
             "chunk_bytes": parsed_bytes,
             "compression": compression,
             "encryption": encryption,
             "item_loader": loader_name,
+            # A run never adopts or clobbers bytes it did not write: local chunk names are taken
+            # exclusively; remote appends (no exclusive create there) tag their names with the run.
+            "exclusive": output.is_local,
+            "name_tag": f".{run_id}" if mode == "append" and not output.is_local else "",
+            "tmp_tag": f"{run_id}.",
         }
 
         def make_task(rank: int) -> OptimizeTask:
