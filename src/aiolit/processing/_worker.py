@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiolit.errors import OptimizeError
+from aiolit.errors import FormatError, OptimizeError
 from aiolit.processing._upload import Uploader
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ __all__ = [
     "run_map_task",
     "run_optimize_task",
     "set_env",
+    "unwritable_sample",
 ]
 
 # Installed by `init_worker` in the default process pool; None in foreign executors.
@@ -211,6 +212,13 @@ def _fail(position: int, item: Any, what: str) -> OptimizeError:
     return OptimizeError(f"{what} on {describe_input(position, item)}:\n{traceback.format_exc()}")
 
 
+def unwritable_sample(position: int, item: Any, exc: FormatError) -> OptimizeError:
+    """The error for a sample ``fn`` returned that the writer cannot serialize (no fn traceback)."""
+    return OptimizeError(
+        f"the sample fn returned for {describe_input(position, item)} cannot be written: {exc}"
+    )
+
+
 def finish_writer(writer: ChunkWriter, write_dir: str, rank: int) -> tuple[list[Any], dict[str, Any]]:
     """Flush ``writer``'s last chunk; return all its entries and its index config.
 
@@ -261,9 +269,15 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         for position, item in _iter_inputs(items):
             try:
                 for sample in _samples(task.fn, item):
-                    for entry in writer.add(sample):
+                    try:
+                        added = writer.add(sample)
+                    except FormatError as exc:
+                        raise unwritable_sample(position, item, exc) from None
+                    for entry in added:
                         chunk_done(entry)
                     num_samples += 1
+            except OptimizeError:
+                raise
             except Exception:
                 raise _fail(position, item, "fn raised") from None
             num_inputs += 1

@@ -26,6 +26,7 @@ from aiolit.processing._args import (
 )
 from aiolit.processing._async_fn import is_async_fn, run_async_fn
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
+from aiolit.processing._guards import check_spawn_safe
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
 from aiolit.processing._sources import Source, batched, open_source, ranges_stream
@@ -193,6 +194,8 @@ async def optimize_async(
     limit = fast_dev_limit(fast_dev_run)
     loader_name = _item_loader_name(item_loader)
     topo = resolve_topology(num_workers, num_nodes, start_method)
+    if executor is None and not is_async_fn(fn):
+        check_spawn_safe("optimize", fn, topo.start_method)
     source = open_source(inputs, queue)
     output = Output(output_dir, storage_options)
 

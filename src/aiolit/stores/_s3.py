@@ -207,9 +207,19 @@ class S3Store(ClientStore):
             return data
 
     async def _head(self, key: str) -> ObjectMeta:
-        with self._errors(key):
-            client = await self._c()
-            resp = await client.head_object(Bucket=self._bucket, Key=self._key(key))
+        try:
+            with self._errors(key):
+                client = await self._c()
+                resp = await client.head_object(Bucket=self._bucket, Key=self._key(key))
+        except StorePermissionError:
+            # A HEAD response has no body, so a 403 says only "Forbidden". A one-byte GET makes the
+            # server explain (SignatureDoesNotMatch, InvalidAccessKeyId, ...), as on the read path.
+            with self._errors(key):
+                client = await self._c()
+                resp = await client.get_object(Bucket=self._bucket, Key=self._key(key), Range="bytes=0-0")
+                async with resp["Body"] as body:
+                    await body.read()
+            raise
         modified = resp.get("LastModified")
         return ObjectMeta(
             key, int(resp["ContentLength"]), resp.get("ETag"), modified.timestamp() if modified else None
