@@ -253,6 +253,14 @@ class RetryStore(Store):
     async def _head(self, key: str) -> ObjectMeta:
         return await self._retry("HEAD", key, lambda: self._inner.head(key))
 
+    async def _get_versioned(self, key: str) -> tuple[bytes, str]:
+        return await self._retry("GET", key, lambda: self._inner.get_versioned(key))
+
+    async def _put_if_version(self, key: str, data: Buffer, version: str | None) -> None:
+        # A retried attempt whose first try landed answers "precondition failed": callers that
+        # care (optimize's index write) re-read the object to tell the two apart.
+        await self._retry("PUT", key, lambda: self._inner.put_if_version(key, data, version))
+
     async def _delete(self, key: str) -> None:
         await self._retry("DELETE", key, lambda: self._inner.delete(key))
 
