@@ -255,6 +255,12 @@ class ChunkWriter:
                 os.unlink(tmp)
             raise
 
+    def close_chunk(self) -> list[ChunkEntry]:
+        """End the current chunk now (if it holds anything); returns its entry, as :meth:`add` does."""
+        if self._done:
+            raise RuntimeError("ChunkWriter.close_chunk() after done()")
+        return [self._flush()] if self._payloads else []
+
     def done(self) -> list[ChunkEntry]:
         """Flush the last chunk, write ``{rank}.index.json`` (if any chunk) and return all entries."""
         if not self._done:

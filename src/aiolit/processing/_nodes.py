@@ -19,7 +19,7 @@ from aiolit.processing._args import Topology
 from aiolit.processing._output import Output, chunk_rank_and_counter
 from aiolit.processing._worker import TaskResult
 
-__all__ = ["finalize_index", "prepare_output"]
+__all__ = ["finalize_index", "node_index", "prepare_output"]
 
 # The dataset's files, plus the temp files a killed run can leave behind (chunk and index temps).
 _OVERWRITE_PATTERNS = ("*.bin", "*index.json", ".chunk-*.tmp", ".index.*.tmp", ".*index.json.*.tmp")
@@ -83,7 +83,7 @@ def _merge(indexes: Sequence[Any], updated_at: str | None, what: str) -> Any:
         ) from exc
 
 
-def _node_index(results: Sequence[TaskResult]) -> Any:
+def node_index(results: Sequence[TaskResult]) -> Any:
     from aiolit.format import Index
 
     parts = [
@@ -107,7 +107,7 @@ async def finalize_index(
     OptimizeError
         The workers (or the existing dataset) disagree on the config.
     """
-    node = _node_index(results)
+    node = node_index(results)
     if topo.num_nodes == 1:
         await _write_index(output, existing, node, updated_at)
         return

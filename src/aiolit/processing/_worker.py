@@ -174,6 +174,8 @@ class TaskResult:
     num_inputs: int = 0
     num_samples: int = 0
     num_bytes: int = 0
+    # Ordered streams: (segment id, number of entries written when the segment ended), in order.
+    segments: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,9 @@ class OptimizeTask(WorkerTask):
 
     writer_options: dict[str, Any]
     chunk_index_start: int = 0
+    # The queue carries (segment id, [(position, input), ...]) runs of consecutive inputs; every
+    # segment ends its last chunk, so the coordinator can order the chunks as the inputs were.
+    segmented: bool = False
 
 
 def _samples(fn: Callable[..., Any], item: Any) -> Iterator[Any]:
@@ -265,23 +270,35 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         if uploader is not None:
             uploader.submit(entry.filename)
 
+    def process(position: int, item: Any) -> None:
+        nonlocal num_inputs, num_samples
+        try:
+            for sample in _samples(task.fn, item):
+                try:
+                    added = writer.add(sample)
+                except FormatError as exc:
+                    raise unwritable_sample(position, item, exc) from None
+                for entry in added:
+                    chunk_done(entry)
+                num_samples += 1
+        except OptimizeError:
+            raise
+        except Exception:
+            raise _fail(position, item, "fn raised") from None
+        num_inputs += 1
+        progress.add(items=1)
+
+    segments: list[tuple[int, int]] = []
     try:
         for position, item in _iter_inputs(items):
-            try:
-                for sample in _samples(task.fn, item):
-                    try:
-                        added = writer.add(sample)
-                    except FormatError as exc:
-                        raise unwritable_sample(position, item, exc) from None
-                    for entry in added:
-                        chunk_done(entry)
-                    num_samples += 1
-            except OptimizeError:
-                raise
-            except Exception:
-                raise _fail(position, item, "fn raised") from None
-            num_inputs += 1
-            progress.add(items=1)
+            if not task.segmented:
+                process(position, item)
+                continue
+            for inner_position, inner_item in item:  # position is the segment id
+                process(inner_position, inner_item)
+            for entry in writer.close_chunk():
+                chunk_done(entry)
+            segments.append((position, len(writer.entries)))
         entries: list[Any] = []
         config: dict[str, Any] | None = None
         if num_samples:
@@ -291,7 +308,7 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         if uploader is not None:
             uploader.wait()
         progress.flush()
-        return TaskResult(task.rank, entries, config, num_inputs, num_samples, num_bytes)
+        return TaskResult(task.rank, entries, config, num_inputs, num_samples, num_bytes, segments)
     finally:
         if uploader is not None:
             uploader.close()

@@ -9,6 +9,7 @@ a failed or killed run never leaves a dataset that looks complete.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 import uuid
@@ -30,7 +31,7 @@ from aiolit.processing._guards import check_spawn_safe
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
 from aiolit.processing._sources import Source, batched, open_source, ranges_stream
-from aiolit.processing._worker import OptimizeTask, run_optimize_task
+from aiolit.processing._worker import OptimizeTask, TaskResult, run_optimize_task
 
 __all__ = ["optimize", "optimize_async"]
 
@@ -71,6 +72,33 @@ async def _batched_stream(
             position, batch = position + 1, []
     if batch:
         yield position, batch
+
+
+# Inputs per segment of an ordered stream: every segment ends a chunk, so larger segments give
+# fewer short chunks; the queue holds two segments per worker (bounded memory).
+_SEGMENT = 256
+
+
+def _in_input_order(results: list[TaskResult]) -> TaskResult:
+    """One result whose entries follow the input order of the segments the workers wrote."""
+    from aiolit.processing._nodes import node_index
+
+    pieces: list[tuple[int, list[Any]]] = []
+    for result in results:
+        start = 0
+        for segment, end in result.segments:
+            pieces.append((segment, list(result.entries[start:end])))
+            start = end
+    pieces.sort(key=lambda piece: piece[0])
+    merged = node_index(results)  # validates that the workers agree on the config
+    return TaskResult(
+        rank=0,
+        entries=[entry for _, entries in pieces for entry in entries],
+        config=None if merged is None else dict(merged.config),
+        num_inputs=sum(r.num_inputs for r in results),
+        num_samples=sum(r.num_samples for r in results),
+        num_bytes=sum(r.num_bytes for r in results),
+    )
 
 
 def _input_stream(
@@ -259,10 +287,12 @@ async def _run(
 ) -> list[Any]:
     """Partition the inputs and run the tasks; return one result per writer."""
     async_fn = is_async_fn(fn)
-    # Ordered runs need the length up front (contiguous ranges); so do foreign executors, which
-    # cannot share a queue with the loop. Queues are streams whatever the order setting.
-    if source.items is None and (executor is not None or (ordered and not source.is_queue and not async_fn)):
+    # Foreign executors cannot share a queue with the loop: they get the inputs up front. Ordered
+    # streams (generators, iterators) go through the queue in segments of consecutive inputs, read
+    # only as fast as the workers take them; the chunks are put back in input order at the end.
+    if source.items is None and executor is not None:
         await source.materialize()
+    segmented = ordered and source.items is None and not source.is_queue and not async_fn
     items = source.items
     if items is not None and batch_size is not None:
         items = batched(items, batch_size)
@@ -290,11 +320,17 @@ async def _run(
             else:
                 plan = WorkPlan(
                     run_optimize_task,
-                    [(make_task(topo.rank(w)), None) for w in range(topo.num_workers)],
+                    [
+                        (dataclasses.replace(make_task(topo.rank(w)), segmented=segmented), None)
+                        for w in range(topo.num_workers)
+                    ],
                     stream=_input_stream(source, items, ranges, batch_size),
                     limit=stream_limit,
+                    segment=_SEGMENT if segmented else None,
                 )
             results = await run_plan(plan, executor=executor, start_method=topo.start_method, bar=bar)
+            if segmented:
+                results = [_in_input_order(results)]
         bar.finish(sum(r.num_inputs for r in results), sum(r.num_bytes for r in results))
         return results
     finally:
