@@ -135,3 +135,22 @@ def test_store_conditional_put(backend: str, request: pytest.FixtureRequest) -> 
             await store.aclose()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_run_tagged_chunk_names_read_by_aiolit_and_litdata(tmp_path: Path, compression: str | None) -> None:
+    from aiolit.format import ChunkWriter, merge_shards
+    from tests.processing.readback import read_aiolit, read_litdata
+
+    writer = ChunkWriter(str(tmp_path), chunk_size=3, compression=compression, name_tag=".1a2b3c4d")
+    for i in range(7):
+        writer.add({"i": i})
+    names = [entry.filename for entry in writer.done()]
+    suffix = ".zstd.bin" if compression else ".bin"
+    assert names == [f"chunk-0-{k}.1a2b3c4d{suffix}" for k in range(3)]
+    merge_shards(str(tmp_path))
+    expected = [{"i": i} for i in range(7)]
+    assert read_aiolit(str(tmp_path)) == expected
+    if compression:
+        pytest.importorskip("zstd", reason="litdata reads zstd chunks only with the `zstd` package")
+    assert read_litdata(str(tmp_path)) == expected
