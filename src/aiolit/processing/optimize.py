@@ -167,8 +167,9 @@ async def optimize_async(
     mode
         ``None`` (the output must not hold an ``index.json``), ``"append"`` or ``"overwrite"``.
     keep_data_ordered
-        ``True``: contiguous input ranges per worker, sample order = input order. ``False``: workers
-        pull inputs from a shared queue (load balancing), any order.
+        ``True``: contiguous input ranges per worker, sample order = input order (an iterator or
+        generator is streamed in segments of consecutive inputs, with bounded memory; each segment
+        ends a chunk). ``False``: workers pull inputs from a shared queue (load balancing), any order.
     item_loader
         ``TokensLoader()`` for token datasets; default ``PyTreeLoader``.
     reorder_files
@@ -178,7 +179,8 @@ async def optimize_async(
     start_method
         Multiprocessing start method of the default pool (default ``spawn``; ``fork`` in notebooks).
     storage_options
-        Options for the output store.
+        Options for the output store (including the retry budget: ``retry_max_attempts``,
+        ``retry_connect_attempts``, ... or ``retry=RetryPolicy(...)``).
     executor
         Any ``concurrent.futures.Executor`` (e.g. ``dask_client.get_executor()``) instead of the
         default process pool; streamed inputs are then read fully before the tasks start.
@@ -192,8 +194,10 @@ async def optimize_async(
     ValueError
         Bad arguments.
     OptimizeError
-        ``fn`` raised (the message names the input and holds its traceback), a worker died, or the
-        output already holds a dataset and ``mode`` is ``None``.
+        ``fn`` raised (the message names the input and holds its traceback), a sample cannot be
+        serialized (the message names the field and its type), a worker died, the output already
+        holds a dataset and ``mode`` is ``None`` (or another run created one meanwhile), or the
+        script would break spawned workers (no ``if __name__ == "__main__":`` guard, read from stdin).
     """
     del reorder_files  # aiolit never reorders: the sample order is the input order
     check_extra_kwargs("optimize", kwargs)
