@@ -192,11 +192,12 @@ def main() -> None:
           "| orphan processes | overwrite afterwards exact | kill → all processes exited (median / max) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        slowest = (
-            f"{statistics.median(row.exits):.2f} s / {row.slowest_exit:.2f} s"
-            if row.exits
-            else "n/a (the coordinator reaps its pool)"
-        )
+        if row.exits:
+            slowest = f"{statistics.median(row.exits):.2f} s / {row.slowest_exit:.2f} s"
+        elif row.orphans:
+            slowest = "processes still alive 10 s after the kill"
+        else:
+            slowest = "n/a (the coordinator reaps its pool)"
         print(f"| {row.scenario} | {row.runs} | {row.completed_exact} | {row.no_index} | {row.bad_index} "
               f"| {row.orphans} | {row.overwrite_ok}/{row.runs} | {slowest} |")  # fmt: skip
         for note in row.notes:
