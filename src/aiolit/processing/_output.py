@@ -41,7 +41,10 @@ def _locked_dir(path: str) -> Iterator[None]:
         return
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # a filesystem without flock (some network mounts): proceed unlocked
         yield
     finally:
         os.close(fd)  # releases the lock
