@@ -154,3 +154,21 @@ def test_run_tagged_chunk_names_read_by_aiolit_and_litdata(tmp_path: Path, compr
     if compression:
         pytest.importorskip("zstd", reason="litdata reads zstd chunks only with the `zstd` package")
     assert read_litdata(str(tmp_path)) == expected
+
+
+def test_gcs_versioned_read_and_conditional_write_happy_path(gcs_server: Any) -> None:
+    # fake-gcs-server does not enforce ifGenerationMatch (see above): check the requests work.
+    from aiolit.stores import open_store
+
+    async def scenario() -> None:
+        store = open_store(gcs_server.new_url("cond"), gcs_server.storage_options)
+        try:
+            await store.put_if_version("index.json", b"v1", None)
+            data, generation = await store.get_versioned("index.json")
+            assert data == b"v1" and generation.isdigit()
+            await store.put_if_version("index.json", b"v2", generation)
+            assert (await store.get_versioned("index.json"))[0] == b"v2"
+        finally:
+            await store.aclose()
+
+    asyncio.run(scenario())

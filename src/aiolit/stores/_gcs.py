@@ -132,7 +132,10 @@ class GCSStore(ClientStore):
             generation = str(meta["generation"])
             # Read that very generation: the bytes and the token must match.
             data: bytes = await storage._download(
-                self._bucket, self._key(key), params={"generation": generation}, timeout=self._timeout
+                self._bucket,
+                self._key(key),
+                params={"alt": "media", "generation": generation},
+                timeout=self._timeout,
             )
         return data, generation
 
