@@ -29,10 +29,22 @@ def _identity_i(i: int) -> dict[str, int]:
     return {"i": i}
 
 
-@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "shared_queue"])
-def test_coordinator_sigkill_kills_workers(tmp_path: Path, ordered: bool) -> None:
+@pytest.mark.parametrize(
+    ("ordered", "start_method"),
+    [(True, "spawn"), (False, "fork")],
+    ids=["ordered-spawn", "shared_queue-fork"],
+)
+def test_coordinator_sigkill_kills_workers(tmp_path: Path, ordered: bool, start_method: str) -> None:
     out = str(tmp_path / "out")
-    proc = start_coordinator(tmp_path, out, 200_000, chunk_size=20, num_workers=2, keep_data_ordered=ordered)
+    proc = start_coordinator(
+        tmp_path,
+        out,
+        200_000,
+        chunk_size=20,
+        num_workers=2,
+        keep_data_ordered=ordered,
+        start_method=start_method,
+    )
     try:
         wait_for(lambda: len(chunk_files(out)) >= 4, what="the first chunks")
         workers = descendants(proc.pid)
@@ -50,7 +62,7 @@ def test_coordinator_sigkill_kills_workers(tmp_path: Path, ordered: bool) -> Non
 
 def test_overwrite_after_killed_run_holds_only_its_samples(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
-    proc = start_coordinator(tmp_path, out, 200_000, chunk_size=20, num_workers=2)
+    proc = start_coordinator(tmp_path, out, 200_000, chunk_size=20, num_workers=2, start_method="fork")
     try:
         wait_for(lambda: len(chunk_files(out)) >= 4, what="the first chunks")
         workers = descendants(proc.pid)
@@ -62,7 +74,8 @@ def test_overwrite_after_killed_run_holds_only_its_samples(tmp_path: Path) -> No
         proc.wait()
     # A temp file as a worker killed mid-write leaves it (named like the writer's temps).
     Path(out, ".chunk-0-99.bin.deadbeef.abc123.tmp").write_bytes(b"half a chunk")
-    optimize(_identity_i, list(range(50)), out, chunk_size=7, num_workers=2, mode="overwrite", verbose=False)
+    optimize(_identity_i, list(range(50)), out, chunk_size=7, num_workers=2, mode="overwrite", start_method="fork",
+             verbose=False)  # fmt: skip
     check_dataset(out, list(range(50)))
     leftovers = sorted(name for name in os.listdir(out) if name.endswith(".tmp"))
     assert leftovers == []
@@ -95,7 +108,7 @@ def die_on_3(i):
 
 if __name__ == "__main__":
     try:
-        optimize(die_on_3, list(range(40)), "out", chunk_size=2, num_workers=4, verbose=False)
+        optimize(die_on_3, list(range(40)), "out", chunk_size=2, num_workers=3, start_method="fork", verbose=False)
     except OptimizeError as exc:
         print("OptimizeError:", exc)
 """,
