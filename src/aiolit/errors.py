@@ -18,6 +18,7 @@ keeps working for code written against LitData. Each message says what failed an
     │   │   └── NoFilesFoundError (ValueError)   StreamingRawDataset: no (matching) files in input_dir
     │   ├── StorePermissionError (PermissionError)   auth / permission: not retried
     │   ├── TransientStoreError               5xx, throttling, timeouts, resets, short reads: retried
+    │   ├── PreconditionFailedError           a conditional write lost: the object changed (or exists)
     │   └── RetriesExhaustedError             the retry policy gave up (names URL, range, status, attempts)
     ├── StateDictError (ValueError)           a resume state that does not match this dataset
     ├── OptimizeError (RuntimeError)          optimize/map failed: names the input and carries the traceback
@@ -40,6 +41,7 @@ __all__ = [
     "ObjectNotFoundError",
     "OptimizeError",
     "PickleNotAllowedError",
+    "PreconditionFailedError",
     "RetriesExhaustedError",
     "StateDictError",
     "StoreError",
@@ -123,6 +125,10 @@ class StorePermissionError(StoreError, PermissionError):
 
 class TransientStoreError(StoreError):
     """A failure worth retrying: 5xx, throttling, timeouts, connection resets, short reads."""
+
+
+class PreconditionFailedError(StoreError):
+    """A conditional write was refused: the object changed since it was read, or already exists."""
 
 
 class RetriesExhaustedError(StoreError):
