@@ -45,6 +45,20 @@ def _distributed() -> tuple[int, int]:
     return world, rank
 
 
+def _warn_uneven_ranks(world_size: int) -> None:
+    """LitData warns too: with drop_last=False ranks may get different batch counts."""
+    import warnings
+
+    warnings.warn(
+        f"drop_last=False with {world_size} ranks: the ranks may get different numbers of batches, "
+        "and a training loop that runs collectives (DDP's all-reduce) then hangs on the rank with "
+        "more batches. Leave drop_last unset (True when the world size is above 1) unless every "
+        "rank can stop on its own.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 class StreamingDataset(IterableDataset[Any]):
     """Stream an optimized (LitData-format) dataset from a local directory or an object store.
 
@@ -61,7 +75,8 @@ class StreamingDataset(IterableDataset[Any]):
         Shuffle chunks and the items inside them, per ``(seed, epoch)``.
     drop_last : bool, optional
         Drop the samples that do not fill a batch on every rank. ``None``: True when the world
-        size is above 1.
+        size is above 1. ``False`` with several ranks warns (as LitData does): the ranks may then
+        get different numbers of batches.
     seed : int
         Shuffle seed.
     serializers : dict, optional
@@ -269,6 +284,8 @@ class StreamingDataset(IterableDataset[Any]):
         return Topology(world, rank, self.num_workers), 0
 
     def _drop_last(self, topology: Topology) -> bool:
+        if self.drop_last is False and topology.world_size > 1 and get_worker_info() is None:
+            _warn_uneven_ranks(topology.world_size)
         return self.drop_last if self.drop_last is not None else topology.world_size > 1
 
     def _plan(self, topology: Topology, epoch: int) -> EpochPlan:
