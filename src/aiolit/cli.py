@@ -20,29 +20,9 @@ from typing import Any
 
 from aiolit._units import human_bytes
 from aiolit.errors import AiolitError
+from aiolit.format._summary import summarize
 
-__all__ = ["main"]
-
-
-def summarize(index: Any) -> dict[str, Any]:
-    """Return the summary ``aiolit inspect`` prints, as a dict (also used by ``--json``)."""
-    config = index.config
-    chunks = index.chunks
-    encryption = config.get("encryption")
-    return {
-        "chunks": len(chunks),
-        "samples": sum(c.chunk_size for c in chunks),
-        "bytes": sum(c.chunk_bytes for c in chunks),
-        "tokens": sum(c.dim or 0 for c in chunks) if any(c.dim is not None for c in chunks) else None,
-        "item_loader": config.get("item_loader"),
-        "data_format": config.get("data_format"),
-        "chunk_size": config.get("chunk_size"),
-        "chunk_bytes": config.get("chunk_bytes"),
-        "compression": config.get("compression"),
-        "compression_level": config.get("compression_level"),
-        "encryption": encryption,
-        "updated_at": index.updated_at,
-    }
+__all__ = ["main", "summarize"]
 
 
 async def _read_index(url: str, storage_options: dict[str, Any] | None) -> Any:
@@ -103,7 +83,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cache_root(args: argparse.Namespace) -> Path:
-    from aiolit.streaming._resolve import cache_root
+    from aiolit._paths import cache_root
 
     return cache_root(args.cache_dir)
 

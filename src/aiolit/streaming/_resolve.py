@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiolit._paths import cache_root
+
 __all__ = [
     "REMOTE_SCHEMES",
     "Dir",
@@ -77,16 +79,6 @@ def resolve_dir(value: object, *, name: str = "input_dir") -> Dir:
             f"{name}: unsupported scheme {scheme!r} in {value!r}; use s3://, gs://, azure:// or local:"
         )
     return Dir(path=os.path.abspath(os.path.expanduser(value)), url=None)
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
-    """The directory under which per-dataset cache directories are made."""
-    if cache_dir is not None:
-        return Path(os.path.expanduser(os.fspath(cache_dir))).absolute()
-    env = os.environ.get("AIOLIT_CACHE_DIR")
-    if env:
-        return Path(os.path.expanduser(env)).absolute()
-    return Path.home() / ".cache" / "aiolit" / "chunks"
 
 
 def versioned_cache_dir(root: Path, url: str, updated_at: str | None) -> Path:

@@ -187,7 +187,7 @@ class StreamingDataset(IterableDataset[Any]):
                 raise ValueError(
                     f"item_loader: {url} is read as Parquet; use StreamingDataset(..., item_loader=ParquetLoader())"
                 )
-            from aiolit.processing.hf import index_hf_dataset
+            from aiolit.index.hf import index_hf_dataset
 
             index_path = index_hf_dataset(
                 url, None if cache_dir is None else os.fspath(cache_dir), storage_options
