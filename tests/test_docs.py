@@ -86,3 +86,14 @@ def test_readme_links_the_docs_and_no_issue_pointers() -> None:
         assert (ROOT / page).is_file()
     assert "closing note" not in readme.lower()
     assert "docs/img/speed.png" in readme and (DOCS / "img" / "speed.png").is_file()
+
+
+def test_sphinx_roles_become_inline_code() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rst_roles", ROOT / "scripts" / "mkdocs_rst_roles.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "raises :class:`~aiolit.errors.FormatError`; see :func:`aiolit.optimize`, :meth:`get <Store.get>`"
+    assert module.convert(text) == "raises `FormatError`; see `aiolit.optimize`, `get`"
