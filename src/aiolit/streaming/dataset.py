@@ -47,15 +47,21 @@ def _distributed() -> tuple[int, int]:
 
 def _warn_uneven_ranks(world_size: int) -> None:
     """LitData warns too: with drop_last=False ranks may get different batch counts."""
+    import sys
     import warnings
 
+    # Point the warning at the first caller outside aiolit (the user's len() or loop).
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
     warnings.warn(
         f"drop_last=False with {world_size} ranks: the ranks may get different numbers of batches, "
         "and a training loop that runs collectives (DDP's all-reduce) then hangs on the rank with "
         "more batches. Leave drop_last unset (True when the world size is above 1) unless every "
         "rank can stop on its own.",
         UserWarning,
-        stacklevel=3,
+        stacklevel=level,
     )
 
 
