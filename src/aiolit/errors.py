@@ -10,7 +10,8 @@ keeps working for code written against LitData. Each message says what failed an
     ├── FormatError (ValueError)              bytes or index.json that do not follow the format
     │   ├── CorruptChunkError                 a chunk header/payload that is out of bounds or truncated
     │   ├── UnsafeFilenameError               a chunk name in an index that would escape its directory
-    │   └── PickleNotAllowedError             a `pickle` field without ``allow_pickle=True``
+    │   ├── PickleNotAllowedError             a `pickle` field without ``allow_pickle=True``
+    │   └── NotOptimizedError (FileNotFoundError)   a folder/prefix with no index.json: not an optimized dataset
     ├── EncryptionError (ValueError)          wrong/missing key, or an index/encryption mismatch
     │   └── DecryptionError (cryptography.fernet.InvalidToken)   the key does not decrypt the data
     ├── StoreError (OSError)                  an object-store request failed
@@ -38,6 +39,7 @@ __all__ = [
     "FormatError",
     "LoopError",
     "NoFilesFoundError",
+    "NotOptimizedError",
     "ObjectNotFoundError",
     "OptimizeError",
     "PickleNotAllowedError",
@@ -69,6 +71,10 @@ class UnsafeFilenameError(FormatError):
 
 class PickleNotAllowedError(FormatError):
     """A field is stored with the ``pickle`` serializer and ``allow_pickle=True`` was not given."""
+
+
+class NotOptimizedError(FormatError, FileNotFoundError):
+    """A folder or bucket prefix holds no ``index.json``: it is not an optimized dataset."""
 
 
 class EncryptionError(AiolitError, ValueError):
