@@ -77,6 +77,24 @@ def check_compression_level(
     return level
 
 
+def _move_exclusive(source: str, target: str) -> bool:
+    """Rename ``source`` to ``target`` unless ``target`` exists (then False, ``source`` kept)."""
+    try:
+        os.link(source, target)  # atomic: fails if the name is taken
+    except FileExistsError:
+        return False
+    except OSError:
+        # No hard links on this filesystem: reserve the name, then move the bytes over it.
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False
+        os.replace(source, target)
+        return True
+    os.unlink(source)
+    return True
+
+
 class ChunkWriter:
     """Serialize samples into LitData chunk files in ``output_dir``.
 
@@ -105,6 +123,12 @@ class ChunkWriter:
         Extra or replacement serializers by name.
     chunk_index_start
         First chunk counter ``i`` (append mode continues an existing dataset).
+    exclusive
+        Never replace an existing file: a taken chunk name is skipped for the next counter.
+    name_tag
+        Inserted before the extension of every chunk name (``chunk-R-I{tag}.bin``), e.g. a run id.
+    tmp_tag
+        Inserted into the temp file names (a run id, so leftovers can be told apart).
     """
 
     def __init__(
@@ -122,6 +146,9 @@ class ChunkWriter:
         checksum: str | None = "sha256",
         compression_level: str | None = None,
         compression_batch_size: int | None = None,
+        exclusive: bool = False,
+        name_tag: str = "",
+        tmp_tag: str = "",
     ) -> None:
         if (chunk_size is None) == (chunk_bytes is None):
             raise ValueError("ChunkWriter needs exactly one of chunk_size and chunk_bytes")
@@ -156,6 +183,9 @@ class ChunkWriter:
         self.compression_batch_size = compression_batch_size or 256
         self.serializers = serializers
         self._next_chunk = chunk_index_start
+        self.exclusive = exclusive
+        self.name_tag = name_tag
+        self.tmp_tag = tmp_tag
         self._codec: SampleCodec | None = None
         self._token_serializer: Any = None
         self._data_format: list[str] | None = None
@@ -166,6 +196,11 @@ class ChunkWriter:
         self._dim = 0
         self.entries: list[ChunkEntry] = []
         self._done = False
+
+    @property
+    def next_chunk_index(self) -> int:
+        """The counter of the next chunk file (names already taken by others are skipped)."""
+        return self._next_chunk
 
     @property
     def config(self) -> dict[str, Any]:
@@ -247,12 +282,9 @@ class ChunkWriter:
             data = header + b"".join(self._payloads)
             if self.encryption is not None and self.encryption.level == "chunk":
                 data = self.encryption.encrypt(data)
-        filename = f"chunk-{self.rank}-{self._next_chunk}.bin"
-        stored = data
-        if self.compression and self.compression_level == "chunk":
-            filename = f"chunk-{self.rank}-{self._next_chunk}.{self.compression}.bin"
-            stored = compress_file(data, self.compression)
-        self._write_file(filename, stored)
+        whole_file = bool(self.compression) and self.compression_level == "chunk"
+        stored = compress_file(data, self.compression) if whole_file and self.compression else data
+        filename = self._write_file(stored)
         dim = self._dim if self.item_loader == "TokensLoader" else None
         extra = (
             {"checksum": f"{self.checksum}:{hashlib.new(self.checksum, data).hexdigest()}"}
@@ -294,17 +326,43 @@ class ChunkWriter:
         head = _FRAMED_HEADER.pack(FRAMED_MAGIC, 1, 0, n, k, n_frames)
         return head + plain_offsets.tobytes() + b"".join(table) + b"".join(parts)
 
-    def _write_file(self, filename: str, data: bytes) -> None:
-        # temp name + rename: an uploader watching the directory never sees a partial chunk
-        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=self.output_dir)
+    def _filename(self) -> str:
+        whole_file = bool(self.compression) and self.compression_level == "chunk"
+        suffix = f".{self.compression}.bin" if whole_file else ".bin"
+        return f"chunk-{self.rank}-{self._next_chunk}{self.name_tag}{suffix}"
+
+    def _write_file(self, data: bytes) -> str:
+        """Write the next chunk file; return its name.
+
+        Temp name + rename: an uploader watching the directory never sees a partial chunk. With
+        ``exclusive`` the final name is created with ``link`` (never replacing a file): a name
+        already taken (a killed or concurrent run's chunk) is skipped for the next counter, so
+        this writer never adopts or clobbers bytes it did not write.
+        """
+        prefix = f".{self._filename()}.{self.tmp_tag}"
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=self.output_dir)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, os.path.join(self.output_dir, filename))
+            while True:
+                filename = self._filename()
+                target = os.path.join(self.output_dir, filename)
+                if not self.exclusive:
+                    os.replace(tmp, target)
+                    return filename
+                if _move_exclusive(tmp, target):
+                    return filename
+                self._next_chunk += 1
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def close_chunk(self) -> list[ChunkEntry]:
+        """End the current chunk now (if it holds anything); returns its entry, as :meth:`add` does."""
+        if self._done:
+            raise RuntimeError("ChunkWriter.close_chunk() after done()")
+        return [self._flush()] if self._payloads else []
 
     def done(self) -> list[ChunkEntry]:
         """Flush the last chunk, write ``{rank}.index.json`` (if any chunk) and return all entries."""

@@ -20,6 +20,7 @@ from aiolit.processing._args import (
     weighted_parts,
 )
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
+from aiolit.processing._guards import check_spawn_safe
 from aiolit.processing._input_dir import InputDir, check_inputs, detect_input_dir
 from aiolit.processing._output import Output
 from aiolit.processing._sources import batched, open_source, ranges_stream
@@ -111,6 +112,8 @@ async def map_async(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     limit = fast_dev_limit(fast_dev_run)
     topo = resolve_topology(num_workers, num_nodes, start_method)
+    if executor is None:
+        check_spawn_safe("map", fn, topo.start_method)
     given = inputs
     fn, inputs, _ = adapt_streaming_inputs(
         fn, inputs, "map", batch_size=batch_size, weights=weights, is_async=False

@@ -9,8 +9,10 @@ a failed or killed run never leaves a dataset that looks complete.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -30,13 +32,14 @@ from aiolit.processing._checkpoint import Resume, load_resume, save_config
 from aiolit.processing._checkpoint import clear as clear_checkpoints
 from aiolit.processing._checkpoint import clear_node as clear_node_checkpoints
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
+from aiolit.processing._guards import check_spawn_safe
 from aiolit.processing._input_dir import InputDir, check_inputs, detect_input_dir
 from aiolit.processing._keys import read_keys, write_keys
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
 from aiolit.processing._sources import Source, batched, open_source, ranges_stream
 from aiolit.processing._streaming_inputs import adapt_streaming_inputs
-from aiolit.processing._worker import OptimizeTask, run_optimize_task
+from aiolit.processing._worker import OptimizeTask, TaskResult, run_optimize_task
 from aiolit.processing.readers import apply_reader
 
 __all__ = ["optimize", "optimize_async"]
@@ -78,6 +81,37 @@ async def _batched_stream(
             position, batch = position + 1, []
     if batch:
         yield position, batch
+
+
+# Inputs per segment of an ordered stream: every segment ends a chunk, so larger segments give
+# fewer short chunks; the queue holds two segments per worker (bounded memory).
+_SEGMENT = 256
+
+
+def _in_input_order(results: list[TaskResult]) -> TaskResult:
+    """One result whose entries follow the input order of the segments the workers wrote."""
+    from aiolit.processing._nodes import node_index
+
+    pieces: list[tuple[int, list[Any], list[Any]]] = []
+    for result in results:
+        start = first_key = 0
+        for segment, end in result.segments:
+            entries = list(result.entries[start:end])
+            last_key = first_key + sum(entry.chunk_size for entry in entries)
+            pieces.append((segment, entries, (result.keys or [])[first_key:last_key]))
+            start, first_key = end, last_key
+    pieces.sort(key=lambda piece: piece[0])
+    merged = node_index(results)  # validates that the workers agree on the config
+    with_keys = any(r.keys is not None for r in results)
+    return TaskResult(
+        rank=0,
+        entries=[entry for _, entries, _ in pieces for entry in entries],
+        config=None if merged is None else dict(merged.config),
+        num_inputs=sum(r.num_inputs for r in results),
+        num_samples=sum(r.num_samples for r in results),
+        num_bytes=sum(r.num_bytes for r in results),
+        keys=[key for _, _, keys in pieces for key in keys] if with_keys else None,
+    )
 
 
 def _input_stream(
@@ -188,8 +222,9 @@ async def optimize_async(
     mode
         ``None`` (the output must not hold an ``index.json``), ``"append"`` or ``"overwrite"``.
     keep_data_ordered
-        ``True``: contiguous input ranges per worker, sample order = input order. ``False``: workers
-        pull inputs from a shared queue (load balancing), any order.
+        ``True``: contiguous input ranges per worker, sample order = input order (an iterator or
+        generator is streamed in segments of consecutive inputs, with bounded memory; each segment
+        ends a chunk). ``False``: workers pull inputs from a shared queue (load balancing), any order.
     item_loader
         ``TokensLoader()`` for token datasets; default ``PyTreeLoader``.
     reorder_files
@@ -199,7 +234,8 @@ async def optimize_async(
     start_method
         Multiprocessing start method of the default pool (default ``spawn``; ``fork`` in notebooks).
     storage_options
-        Options for the output store.
+        Options for the output store (including the retry budget: ``retry_max_attempts``,
+        ``retry_connect_attempts``, ... or ``retry=RetryPolicy(...)``).
     executor
         Any ``concurrent.futures.Executor`` (e.g. ``dask_client.get_executor()``) instead of the
         default process pool; streamed inputs are then read fully before the tasks start.
@@ -246,8 +282,10 @@ async def optimize_async(
     ValueError
         Bad arguments.
     OptimizeError
-        ``fn`` raised (the message names the input and holds its traceback), a worker died, or the
-        output already holds a dataset and ``mode`` is ``None``.
+        ``fn`` raised (the message names the input and holds its traceback), a sample cannot be
+        serialized (the message names the field and its type), a worker died, the output already
+        holds a dataset and ``mode`` is ``None`` (or another run created one meanwhile), or the
+        script would break spawned workers (no ``if __name__ == "__main__":`` guard, read from stdin).
     """
     del reorder_files  # aiolit never reorders: the sample order is the input order
     check_extra_kwargs("optimize", kwargs)
@@ -283,6 +321,8 @@ async def optimize_async(
     if align_chunking:
         _check_align_chunking(chunk_size, keep_data_ordered, weights, queue)
     topo = resolve_topology(num_workers, num_nodes, start_method)
+    if executor is None and not is_async_fn(fn):
+        check_spawn_safe("optimize", fn, topo.start_method)
     fn, inputs, streamed = adapt_streaming_inputs(
         fn, inputs, "optimize", batch_size=batch_size, weights=weights, is_async=is_async_fn(fn)
     )
@@ -313,6 +353,7 @@ async def optimize_async(
         existing, starts = await prepare_output(output, mode, topo)
         if key_fn is not None and existing is not None:
             await read_keys(output, existing.num_samples)  # fail before the work, not after it
+        run_id = uuid.uuid4().hex[:8]
         writer_options = {
             "chunk_size": chunk_size,
             "chunk_bytes": parsed_bytes,
@@ -321,6 +362,11 @@ async def optimize_async(
             "item_loader": loader_name,
             "compression_level": compression_level,
             "compression_batch_size": compression_batch_size,
+            # A run never adopts or clobbers bytes it did not write: local chunk names are taken
+            # exclusively; remote appends (no exclusive create there) tag their names with the run.
+            "exclusive": output.is_local,
+            "name_tag": f".{run_id}" if mode == "append" and not output.is_local else "",
+            "tmp_tag": f"{run_id}.",
         }
 
         resumes: dict[int, Resume] = {}
@@ -414,10 +460,14 @@ async def _run(
     finished (``use_checkpoint``).
     """
     async_fn = is_async_fn(fn)
-    # Ordered runs need the length up front (contiguous ranges); so do foreign executors, which
-    # cannot share a queue with the loop. Queues are streams whatever the order setting.
-    if source.items is None and (executor is not None or (ordered and not source.is_queue and not async_fn)):
+    # Foreign executors cannot share a queue with the loop: they get the inputs up front. Ordered
+    # streams (generators, iterators) go through the queue in segments of consecutive inputs, read
+    # only as fast as the workers take them; the chunks are put back in input order at the end.
+    # Checkpoints, weights and aligned chunks need every worker's inputs up front too.
+    needs_items = checkpointing is not None or weights is not None or align_chunking is not None
+    if source.items is None and (executor is not None or (needs_items and not source.is_queue)):
         await source.materialize()
+    segmented = ordered and source.items is None and not source.is_queue and not async_fn
     items = source.items
     if items is not None and batch_size is not None:
         items = batched(items, batch_size)
@@ -460,11 +510,17 @@ async def _run(
             else:
                 plan = WorkPlan(
                     run_optimize_task,
-                    [(make_task(topo.rank(w)), None) for w in range(topo.num_workers)],
+                    [
+                        (dataclasses.replace(make_task(topo.rank(w)), segmented=segmented), None)
+                        for w in range(topo.num_workers)
+                    ],
                     stream=_input_stream(source, items, ranges, batch_size),
                     limit=stream_limit,
+                    segment=_SEGMENT if segmented else None,
                 )
             results = await run_plan(plan, executor=executor, start_method=topo.start_method, bar=bar)
+            if segmented:
+                results = [_in_input_order(results)]
         bar.finish(sum(r.num_inputs for r in results), sum(r.num_bytes for r in results))
         return results
     finally:
