@@ -225,3 +225,20 @@ def test_empty_result_leaves_no_checkpoints(tmp_path: Path) -> None:
                     use_checkpoint=True, start_method="fork", verbose=False)  # fmt: skip
     assert json.loads((tmp_path / "index.json").read_text())["chunks"] == []
     assert not (tmp_path / ".checkpoints").exists()
+
+
+def test_generator_input_is_checkpointed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = str(tmp_path)
+    monkeypatch.setenv("AIOLIT_TEST_FAIL_AT", "17")
+    with pytest.raises(OptimizeError):
+        ld.optimize(optfns.logged_square, (i for i in range(20)), out, chunk_size=2, num_workers=2,
+                    use_checkpoint=True, start_method="fork", verbose=False)  # fmt: skip
+    monkeypatch.delenv("AIOLIT_TEST_FAIL_AT")
+    done = _checkpointed_inputs(tmp_path, [list(range(10)), list(range(10, 20))])
+    assert {10, 11, 12, 13} <= done
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("AIOLIT_TEST_LOG", str(log))
+    ld.optimize(optfns.logged_square, (i for i in range(20)), out, chunk_size=2, num_workers=2,
+                use_checkpoint=True, start_method="fork", verbose=False)  # fmt: skip
+    assert sorted(_logged(log)) == sorted(set(range(20)) - done)
+    assert read_aiolit(out) == [{"i": i, "sq": i * i} for i in range(20)]

@@ -152,3 +152,14 @@ def test_append_with_key_fn_onto_an_unkeyed_dataset_fails_first(tmp_path: Path) 
                         key_fn=optfns.key_of, start_method="fork", verbose=False)  # fmt: skip
     assert not log.exists()  # refused before fn ran
     assert [s["i"] for s in read_aiolit(out)] == [0, 1, 2, 3]
+
+
+def test_keys_of_an_ordered_generator_input(tmp_path: Path) -> None:
+    # a generator is streamed to the workers in segments and the chunks are put back in input
+    # order at the end: the keys must follow the same order
+    out = str(tmp_path)
+    ld.optimize(optfns.logged_square, (i for i in range(600)), out, chunk_size=50, num_workers=2,
+                key_fn=optfns.key_of, start_method="fork", verbose=False)  # fmt: skip
+    assert [s["i"] for s in read_aiolit(out)] == list(range(600))
+    ds = StreamingDataset(f"local:{out}", cache_dir=str(tmp_path / "c"))
+    assert [ds[f"item-{i}"]["i"] for i in range(0, 600, 7)] == list(range(0, 600, 7))
