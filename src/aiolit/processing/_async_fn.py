@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiolit.errors import OptimizeError
+from aiolit.errors import FormatError, OptimizeError
 from aiolit.processing._engine import ProgressBar
 from aiolit.processing._worker import OptimizeTask, TaskResult, describe_input, finish_writer, set_env
 
@@ -87,6 +87,7 @@ async def run_async_fn(
     upload_slots = asyncio.Semaphore(8)
     finished: set[str] = set()
     counts = {"inputs": 0, "samples": 0, "bytes": 0}
+    keys: list[Any] | None = None if task.key_fn is None else []
 
     async def upload(name: str) -> None:
         async with upload_slots:
@@ -104,9 +105,17 @@ async def run_async_fn(
             uploads.add(asyncio.ensure_future(upload(entry.filename)))
 
     def add_all(samples: list[Any]) -> list[Any]:
-        return [entry for sample in samples for entry in writer.add(sample)]
+        try:
+            return [entry for sample in samples for entry in writer.add(sample)]
+        except FormatError as exc:
+            raise OptimizeError(f"a sample fn returned cannot be written: {exc}") from None
 
     async def write(samples: list[Any]) -> None:
+        if keys is not None and samples:
+            from aiolit.format._keys import normalize_key
+
+            assert task.key_fn is not None
+            keys.extend(normalize_key(task.key_fn(sample)) for sample in samples)
         if samples:
             for entry in await loop.run_in_executor(writer_thread, add_all, samples):
                 chunk_done(entry)
@@ -144,7 +153,9 @@ async def run_async_fn(
             for entry in entries:
                 chunk_done(entry)
         await asyncio.gather(*uploads)
-        return TaskResult(task.rank, entries, config, counts["inputs"], counts["samples"], counts["bytes"])
+        return TaskResult(
+            task.rank, entries, config, counts["inputs"], counts["samples"], counts["bytes"], keys=keys
+        )
     finally:
         for pending in [*in_flight, *uploads]:
             pending.cancel()

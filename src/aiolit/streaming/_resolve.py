@@ -8,7 +8,7 @@ The cache of a remote dataset is ``{root}/{key}/{version}/`` where ``root`` is t
 ``cache_dir`` argument, else ``$AIOLIT_CACHE_DIR``, else ``~/.cache/aiolit/chunks``, ``key`` is
 ``md5(url)`` (with the endpoint, when it is not the default) and ``version`` the index's
 ``updated_at``. A re-optimized dataset gets a fresh directory; stale siblings are deleted once no
-live process holds a lease on them (see docs/cache.md).
+live process holds a lease on them (see docs/architecture/cache.md).
 """
 
 from __future__ import annotations
@@ -24,11 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiolit._paths import cache_root
+
 __all__ = [
     "REMOTE_SCHEMES",
     "Dir",
     "cache_key",
     "cache_root",
+    "cached_datasets",
+    "clear_cache",
     "drop_lease",
     "endpoint_of",
     "resolve_dir",
@@ -36,6 +40,7 @@ __all__ = [
     "versioned_cache_dir",
 ]
 
+URL_NOTE = "url.txt"  # {root}/{md5(url)}/url.txt: the dataset URL, for `aiolit cache ls`
 REMOTE_SCHEMES = ("s3://", "gs://", "azure://", "az://", "r2://", "hf://", "local:")
 
 
@@ -85,16 +90,6 @@ def resolve_dir(value: object, *, name: str = "input_dir") -> Dir:
     return Dir(path=os.path.abspath(os.path.expanduser(value)), url=None)
 
 
-def cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
-    """The directory under which per-dataset cache directories are made."""
-    if cache_dir is not None:
-        return Path(os.path.expanduser(os.fspath(cache_dir))).absolute()
-    env = os.environ.get("AIOLIT_CACHE_DIR")
-    if env:
-        return Path(os.path.expanduser(env)).absolute()
-    return Path.home() / ".cache" / "aiolit" / "chunks"
-
-
 def endpoint_of(url: str, storage_options: dict[str, Any] | None) -> str:
     """The server a remote ``url`` is read from, when it is not the scheme's default ("" then).
 
@@ -141,7 +136,7 @@ FOREIGN_LEASE_S = 24 * 3600.0
 LEASE_PREFIX = ".lease-"
 
 
-def versioned_cache_dir(root: Path, key: str, version: str) -> Path:
+def versioned_cache_dir(root: Path, key: str, version: str, *, url: str) -> Path:
     """Return ``root/key/version`` (created), removing sibling versions nobody reads any more.
 
     ``key`` is :func:`cache_key`; ``version`` the index's ``updated_at`` (or a digest of the
@@ -160,10 +155,20 @@ def versioned_cache_dir(root: Path, key: str, version: str) -> Path:
             if not _version_in_use(entry):
                 shutil.rmtree(entry, ignore_errors=True)
         else:
+            if entry.name == URL_NOTE:
+                continue
             try:
                 entry.unlink()
             except FileNotFoundError:
                 pass
+    note = parent / URL_NOTE
+    if not note.exists():
+        try:
+            tmp = parent / f"{URL_NOTE}.{os.getpid()}.tmp"
+            tmp.write_text(url + "\n")
+            os.replace(tmp, note)
+        except OSError:
+            pass  # only `aiolit cache ls` reads it
     return target
 
 
@@ -235,3 +240,68 @@ def _version_in_use(version_dir: Path) -> bool:
             except FileNotFoundError:
                 pass
     return alive
+
+
+def _is_digest(name: str) -> bool:
+    return len(name) == 32 and all(c in "0123456789abcdef" for c in name)
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def cached_datasets(root: Path) -> list[dict[str, Any]]:
+    """The datasets cached under ``root``: URL, bytes and versions (``updated_at`` directories).
+
+    Only ``{md5(url)}`` directories are listed; a dataset cached before the URL note existed shows
+    as ``md5:<digest>``.
+    """
+    found: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return found
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir() or not _is_digest(entry.name):
+            continue
+        try:
+            url = (entry / URL_NOTE).read_text().strip()
+        except OSError:
+            url = f"md5:{entry.name}"
+        versions = [
+            {"version": v.name, "bytes": _tree_bytes(v)} for v in sorted(entry.iterdir()) if v.is_dir()
+        ]
+        found.append({"url": url, "digest": entry.name, "bytes": _tree_bytes(entry), "versions": versions})
+    return found
+
+
+def clear_cache(root: Path, url: str | None = None) -> tuple[int, int]:
+    """Delete the cache of ``url`` (as given to ``StreamingDataset``), or of every dataset.
+
+    Returns ``(datasets removed, bytes freed)``. Only ``{md5(url)}`` directories are touched, so a
+    mistyped ``--cache-dir`` cannot delete unrelated files.
+    """
+    if not root.is_dir():
+        return 0, 0
+    if url is not None:
+        targets = [root / hashlib.md5(url.encode()).hexdigest()]
+        for entry in root.iterdir():  # the same URL on other endpoints (keys with the endpoint)
+            try:
+                if _is_digest(entry.name) and (entry / URL_NOTE).read_text().strip() == url:
+                    targets.append(entry)
+            except OSError:
+                pass
+    else:
+        targets = [e for e in root.iterdir() if e.is_dir() and _is_digest(e.name)]
+    removed = freed = 0
+    for target in targets:
+        if target.is_dir():
+            freed += _tree_bytes(target)
+            shutil.rmtree(target, ignore_errors=True)
+            removed += 1
+    return removed, freed

@@ -211,9 +211,9 @@ class DataSource:
                 # No updated_at (shards merged in memory): the index's own bytes name the version.
                 version = self.index.updated_at or "idx-" + hashlib.md5(self.index.to_json()).hexdigest()
                 self.cache_dir = versioned_cache_dir(
-                    cache_root(cache_dir), cache_key(url, storage_options), version
+                    cache_root(cache_dir), cache_key(url, storage_options), version, url=url
                 )
-                # While this source lives, no other process deletes this version (docs/cache.md).
+                # While this source lives, no other process deletes this version (docs/architecture/cache.md).
                 weakref.finalize(self, drop_lease, take_lease(self.cache_dir), os.getpid())
             index_copy = self.cache_dir / _INDEX
             if not index_copy.exists():
@@ -302,10 +302,10 @@ class DataSource:
                 m.key async for m in store.list("") if m.key.endswith(".index.json") and m.key[0].isdigit()
             ]
             if not shards:
-                raise FileNotFoundError(
-                    f"input_dir: {self.url} contains no index.json (and no {{rank}}.index.json shards); "
-                    "is it an optimized dataset?"
-                ) from None
+                from aiolit.errors import NotOptimizedError
+                from aiolit.format._index import not_optimized_message
+
+                raise NotOptimizedError(not_optimized_message(self.url)) from None
             shards.sort(key=natural_sort_key)
             parts = await asyncio.gather(*(store.get(k) for k in shards))
             indexes = [
