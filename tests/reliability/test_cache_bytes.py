@@ -345,7 +345,7 @@ def test_zstd_bomb_chunk_fails_without_inflating(
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 20 << 20  # never near the 200 MB the frame inflates to
+    assert peak < 100 << 20  # never near the 200 MB the frame inflates to
     bomb_calls = [c for c in calls if c[0] == "chunk-0-1.zstd.bin"]
     assert {size for _, size in bomb_calls} == {ds.source.entries[1].chunk_bytes}
     assert len(bomb_calls) == 3  # once per read path, never a second try; always capped

@@ -105,7 +105,7 @@ class Prefetcher:
         self._pos = step
         name = self._uses[step]
         self._ensure_started()
-        failed = self._failed.pop(name, None)
+        failed = self._failed.get(name)  # kept: look-ahead must not fetch it again either
         if failed is not None:
             raise failed
         if self._cache.has(name) or self._cache.adopt(name, self._sizes[name]):
