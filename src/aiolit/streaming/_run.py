@@ -33,12 +33,16 @@ _BATCH = 32
 
 
 class Need:
-    """A request from :meth:`Run.walk`: open the chunk of plan step ``step``."""
+    """A request from :meth:`Run.walk`: open the chunk of plan step ``step``.
 
-    __slots__ = ("step",)
+    ``step == -1`` is no request but a pause point after ``items`` samples (``walk(pause=True)``).
+    """
+
+    __slots__ = ("items", "step")
 
     def __init__(self, step: int) -> None:
         self.step = step
+        self.items = 0
 
 
 class Run:
@@ -91,10 +95,17 @@ class Run:
         self.depth = depth
         self.prefetcher: Prefetcher | None = None
         self.yielded = 0
+        self.batch = _BATCH  # samples per decode batch (and between pause points) in walk()
 
-    def walk(self) -> Generator[Any, OpenChunk | None, None]:
-        """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks."""
+    def walk(self, *, pause: bool = False) -> Generator[Any, OpenChunk | None, None]:
+        """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks.
+
+        ``pause``: also yield a :class:`Need` with ``step == -1`` after every batch of samples
+        (``items`` says how many): the async driver's chance to hand its loop back. Batches hold
+        ``self.batch`` samples (read at each batch), which that driver lowers for slow samples.
+        """
         plan, produce, many, finish = self.plan, self.produce, self.produce_many, self.finish
+        marker = Need(-1) if pause else None
         first, offset = self.start
         for k in range(first, len(plan.steps)):
             chunk_id = plan.steps[k].chunk
@@ -104,40 +115,40 @@ class Run:
             if offset:
                 order, offset = order[offset:], 0
             ids = order.tolist()
-            if many is None:
-                if _trace.on:
-                    for i in ids:
-                        yield _decode_one(produce, chunk, chunk_id, i)
-                    continue
-                for i in ids:
-                    yield produce(chunk, chunk_id, i)
-                continue
-            for b in range(0, len(ids), _BATCH):
-                batch = ids[b : b + _BATCH]
-                started = _trace.now() if _trace.on else None
-                try:
-                    samples = many(chunk, chunk_id, batch)
-                except Exception:
-                    # One by one, so the samples before a bad one are still yielded and the
-                    # error surfaces at the sample that caused it (as without batching).
-                    samples = None
+            b, n = 0, len(ids)
+            while b < n:
+                batch = ids[b : b + self.batch]
+                b += len(batch)
+                samples = None
+                started = None
+                if many is not None:
+                    started = _trace.now() if _trace.on else None
+                    try:
+                        samples = many(chunk, chunk_id, batch)
+                    except Exception:
+                        # One by one, so the samples before a bad one are still yielded and the
+                        # error surfaces at the sample that caused it (as without batching).
+                        samples = None
                 if samples is None:
-                    if started is not None:
+                    if _trace.on:
                         for i in batch:
                             yield _decode_one(produce, chunk, chunk_id, i)
-                        continue
-                    for i in batch:
-                        yield produce(chunk, chunk_id, i)
-                    continue
-                if started is not None:
-                    _trace.complete(
-                        "decode", "read", started, _trace.now(), {"chunk": chunk_id, "items": len(batch)}
-                    )
-                if finish is None:
-                    yield from samples
+                    else:
+                        for i in batch:
+                            yield produce(chunk, chunk_id, i)
                 else:
-                    for sample in samples:
-                        yield finish(sample)
+                    if started is not None:
+                        _trace.complete(
+                            "decode", "read", started, _trace.now(), {"chunk": chunk_id, "items": len(batch)}
+                        )
+                    if finish is None:
+                        yield from samples
+                    else:
+                        for sample in samples:
+                            yield finish(sample)
+                if marker is not None:
+                    marker.items = len(batch)
+                    yield marker
 
     def walk_batches(
         self,

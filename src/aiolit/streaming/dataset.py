@@ -10,9 +10,11 @@ decodes samples from mmaps in the consumer's thread (:mod:`._run`).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -23,7 +25,7 @@ from aiolit.streaming import _state
 from aiolit.streaming._cache import parse_size
 from aiolit.streaming._plan import EpochPlan, Interval, Topology, chunk_intervals
 from aiolit.streaming._resolve import Dir, resolve_dir
-from aiolit.streaming._run import Need, Run
+from aiolit.streaming._run import _BATCH, Need, Run
 from aiolit.streaming._source import DataSource, OpenChunk
 from aiolit.streaming.item_loader import BaseItemLoader, ParquetLoader, PyTreeLoader, TokensLoader
 
@@ -32,6 +34,12 @@ __all__ = ["StreamingDataset"]
 # Largest token batch a loader worker sends pickled through its pipe rather than in shared memory
 # (measured: pickling wins below ~0.5 MB, the fd handshake of shared memory above).
 _PIPE_BYTES = 512 * 1024
+
+# Items at least this large are decoded by ``aget`` in a worker thread rather than on the loop.
+_DECODE_INLINE_BYTES = 1 << 20
+
+# Longest stretch (seconds) an ``async for`` runs on the caller's loop without handing it back.
+_SLICE = 0.001
 
 
 def _distributed() -> tuple[int, int]:
@@ -474,8 +482,11 @@ class StreamingDataset(IterableDataset[Any]):
     async def _aiter_at(self, at: tuple[int, int] | None) -> AsyncIterator[Any]:
         """:meth:`_iter_at` for ``async for``."""
         run = self._new_run(at)
-        walk = run.walk()
+        walk = run.walk(pause=True)
         reply: OpenChunk | None = None
+        clock = time.perf_counter
+        last = clock()
+        due = last + _SLICE
         try:
             while True:
                 try:
@@ -484,7 +495,21 @@ class StreamingDataset(IterableDataset[Any]):
                     break
                 reply = None
                 if type(out) is Need:
-                    reply = await run.open_async(out.step)
+                    if out.step >= 0:
+                        reply = await run.open_async(out.step)
+                        last = clock()
+                        due = last + _SLICE
+                        continue
+                    # A batch of samples (decode and the consumer's work) is done. Keep a batch
+                    # well under _SLICE, and hand the loop back once _SLICE has passed.
+                    now = clock()
+                    per_item = (now - last) / max(1, out.items)
+                    run.batch = max(1, min(_BATCH, int(_SLICE / 4 / per_item))) if per_item > 0 else _BATCH
+                    if now >= due:
+                        await asyncio.sleep(0)
+                        now = clock()
+                        due = now + _SLICE
+                    last = now
                     continue
                 yield out
             if at is None:
@@ -542,7 +567,13 @@ class StreamingDataset(IterableDataset[Any]):
         return self.item_loader.load(_loop.run(self._aopen(chunk_id)), k)
 
     async def aget(self, index: int) -> Any:
-        """``await ds.aget(i)``: :meth:`__getitem__` for an int, on the caller's loop."""
+        """``await ds.aget(i)``: :meth:`__getitem__` for an int, awaited on the caller's loop.
+
+        Remote reads run on aiolit's loop thread (the caller's loop only waits); large items are
+        decoded in a worker thread.
+        """
+        from aiolit import _loop
+
         chunk_id, k = self._locate(index)
         source = self.source
         if source.in_place:
@@ -552,9 +583,13 @@ class StreamingDataset(IterableDataset[Any]):
             and isinstance(self.item_loader, PyTreeLoader)
             and not self._cached(chunk_id)
         ):
-            item = self.item_loader.decode(await source.fetch_item(chunk_id, k))
+            payload = await _loop.hop(source.fetch_item(chunk_id, k))
+            if len(payload) < _DECODE_INLINE_BYTES:
+                item = self.item_loader.decode(payload)
+            else:
+                item = await asyncio.to_thread(self.item_loader.decode, payload)
         else:
-            item = self.item_loader.load(await self._aopen(chunk_id), k)
+            item = self.item_loader.load(await _loop.hop(self._aopen(chunk_id)), k)
         for f in self._transforms():
             item = f(item)
         return item
