@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiolit import _trace
 from aiolit.streaming._prefetch import Prefetcher
-from aiolit.streaming._source import DataSource, OpenChunk
+from aiolit.streaming._source import DataSource, OpenChunk, finish_through_cancel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,6 +30,9 @@ __all__ = ["Need", "Run"]
 # Samples decoded per ``produce_many`` call: enough to amortize the per-call cost (~4 Python calls
 # and a buffer export per sample otherwise), small enough that little is decoded ahead of use.
 _BATCH = 32
+
+
+_CLOSING: set[asyncio.Task[None]] = set()  # prefetcher closes scheduled from the loop thread
 
 
 class Need:
@@ -96,6 +99,8 @@ class Run:
         self.prefetcher: Prefetcher | None = None
         self.yielded = 0
         self.batch = _BATCH  # samples per decode batch (and between pause points) in walk()
+        self.loop: asyncio.AbstractEventLoop | None = None  # set while holding that loop's store
+        self._closing: asyncio.Future[None] | None = None
 
     def walk(self, *, pause: bool = False) -> Generator[Any, OpenChunk | None, None]:
         """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks.
@@ -241,6 +246,11 @@ class Run:
         chunk_id = self.plan.steps[step].chunk
         if self.source.in_place:
             return self._open(chunk_id, None)
+        if self.loop is None:
+            # Hold this loop's store until aclose(): a co-consumer finishing first must not close it.
+            self.source.retain_store()
+            self.loop = asyncio.get_running_loop()
+            self.source.async_runs.add(self)
         prefetcher = self._prefetcher()
         started = _trace.now() if _trace.on else None
         path = await prefetcher.get(step)
@@ -269,24 +279,53 @@ class Run:
         _trace.complete("wait for chunk", "read", started, _trace.now(), args)
 
     def close_sync(self) -> None:
-        """Stop the prefetcher (sync consumers)."""
+        """Stop the prefetcher (sync consumers), from any thread.
+
+        On aiolit's loop thread itself (a sync iterator collected there) blocking would
+        deadlock: the prefetcher is then closed by a task on that loop.
+        """
         from aiolit import _loop
 
         if self.prefetcher is not None:
             prefetcher, self.prefetcher = self.prefetcher, None
-            _loop.run(prefetcher.aclose())
+            if _loop.in_loop_thread():
+                task = _loop.get_loop().create_task(prefetcher.aclose())
+                _CLOSING.add(task)
+                task.add_done_callback(_CLOSING.discard)
+            else:
+                _loop.run(prefetcher.aclose())
         if _trace.on:
             _trace.flush()  # a DataLoader worker's file is complete at the end of each pass
 
     async def aclose(self) -> None:
-        """Stop the prefetcher (async consumers)."""
+        """Stop the prefetcher and release this loop's store (async consumers).
+
+        Idempotent: every caller (the iterator's ``finally``, ``ds.aclose()``) waits for the same
+        close, which finishes even if a caller is cancelled meanwhile.
+        """
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await finish_through_cancel(self._closing)
+
+    async def _close(self) -> None:
+        cancelled = False
         if self.prefetcher is not None:
             prefetcher, self.prefetcher = self.prefetcher, None
-            await prefetcher.aclose()
-        if not self.source.in_place:
-            await self.source.close_store()
+            try:
+                await prefetcher.aclose()
+            except asyncio.CancelledError:
+                cancelled = True
+        if self.loop is not None:
+            self.loop = None
+            self.source.async_runs.discard(self)
+            try:
+                await self.source.release_store()
+            except asyncio.CancelledError:
+                cancelled = True
         if _trace.on:
             _trace.flush()
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def _decode_one(

@@ -8,6 +8,7 @@ prefetchers lazily. :class:`OpenChunk` is one chunk opened from an mmap (or byte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import mmap
 import os
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from aiolit.format import ChunkEntry, ChunkView, Encryption, Index
     from aiolit.stores import Store
 
-__all__ = ["DataSource", "OpenChunk", "map_file"]
+__all__ = ["DataSource", "OpenChunk", "finish_through_cancel", "map_file"]
 
 _INDEX = "index.json"
 # Offset tables larger than this are not fetched whole (remote ``aget`` then reads two offsets).
@@ -179,6 +180,8 @@ class DataSource:
         self._cache: ChunkCache | None = None
         self.offset_tables = OffsetTables()
         self._table_reads: dict[tuple[int, int], asyncio.Future[npt.NDArray[np.uint32]]] = {}
+        self._users: dict[int, int] = {}  # loop id -> async runs holding that loop's store
+        self.async_runs: set[Any] = set()  # unfinished async runs (closed by aclose())
         self.url: str = input_dir.url or input_dir.path or ""
         self.index: Index = self._read_index(index_path)
         self.entries: list[ChunkEntry] = list(self.index.chunks)
@@ -206,6 +209,8 @@ class DataSource:
         state["_cache"] = None
         state["offset_tables"] = OffsetTables()
         state["_table_reads"] = {}
+        state["_users"] = {}
+        state["async_runs"] = set()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -225,6 +230,7 @@ class DataSource:
         _FORK_ORPHANS.extend(store for _, store in self._stores.values())
         self._pid, self._stores, self._cache = os.getpid(), self._track_stores(), None
         self.offset_tables, self._table_reads = OffsetTables(), {}
+        self._users, self.async_runs = {}, set()
 
     # -- index ----------------------------------------------------------------------------------
 
@@ -297,8 +303,50 @@ class DataSource:
     async def close_store(self) -> None:
         """Close the running loop's store (the caller's loop may end after an ``async for``)."""
         entry = self._stores.pop(id(asyncio.get_running_loop()), None)
+        self._users.pop(id(asyncio.get_running_loop()), None)
         if entry is not None:
-            await entry[1].aclose()
+            await _close_through_cancel(entry[1])
+
+    def retain_store(self) -> Store:
+        """The running loop's store, held until :meth:`release_store` (reference counted)."""
+        store = self.store()
+        key = id(asyncio.get_running_loop())
+        self._users[key] = self._users.get(key, 0) + 1
+        return store
+
+    async def release_store(self) -> None:
+        """Drop one hold on the running loop's store; the last one closes it."""
+        key = id(asyncio.get_running_loop())
+        left = self._users.get(key, 0) - 1
+        if left > 0:
+            self._users[key] = left
+            return
+        await self.close_store()
+
+    async def aclose(self) -> None:
+        """Stop this loop's unfinished async runs and close the stores nobody holds any more.
+
+        The running loop's store is closed here; stores of other loops that still run (aiolit's
+        own loop thread: ``ds[i]``, ``aget``, sync iteration) are closed on their loop.
+        """
+        loop = asyncio.get_running_loop()
+        for run in [r for r in self.async_runs if r.loop is loop]:
+            await run.aclose()
+        await self.close_store()
+        for key, (other, store) in list(self._stores.items()):
+            if self._users.get(key) or other.is_closed() or not other.is_running():
+                continue
+            self._stores.pop(key, None)
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(store.aclose(), other))
+
+    def close(self) -> None:
+        """:meth:`aclose` for sync code: close every store on its own loop (unfinished async
+        runs of a running loop are left to their iterators)."""
+        stores = {k: v for k, v in self._stores.items() if not self._users.get(k)}
+        for key in stores:
+            self._stores.pop(key, None)
+        _close_stores(stores, os.getpid())
 
     def cache(self, max_bytes: int) -> ChunkCache:
         """This process's cache (same object for every epoch, so its accounting carries over)."""
@@ -478,6 +526,25 @@ def _close_stores(stores: dict[int, tuple[asyncio.AbstractEventLoop, Store]], pi
             future.result(timeout=5)
         except Exception:  # best effort: a store that fails to close must not break teardown
             future.cancel()
+
+
+async def _close_through_cancel(store: Store) -> None:
+    await finish_through_cancel(asyncio.ensure_future(store.aclose()))
+
+
+async def finish_through_cancel(closing: asyncio.Future[None]) -> None:
+    """Wait for ``closing`` to the end even when the waiting task is cancelled meanwhile (as
+    ``asyncio.run`` cancels every task left when the main coroutine returns); then re-raise."""
+    cancelled = False
+    while not closing.done():
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            if closing.cancelled():
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _decompress_to(src: Path, dst: Path, filename: str, decompress: Any) -> None:

@@ -518,6 +518,33 @@ class StreamingDataset(IterableDataset[Any]):
             walk.close()
             await run.aclose()
 
+    # -- closing --------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release what this dataset holds open: ``await ds.aclose()`` when a service is done.
+
+        Stops the prefetchers of this loop's unfinished ``async for`` iterators (broken out of,
+        cancelled or abandoned) and closes the connections of this loop and of aiolit's loop
+        thread. The dataset stays usable: a later read reopens what it needs.
+        """
+        await self.source.aclose()
+
+    def close(self) -> None:
+        """:meth:`aclose` for sync code (``with StreamingDataset(...) as ds:``)."""
+        self.source.close()
+
+    async def __aenter__(self) -> StreamingDataset:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> StreamingDataset:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def subset(self, indices: Sequence[int] | slice) -> StreamingDataset:
         """A copy restricted to the given sample indices (or a slice), in that order."""
         from aiolit.streaming.split import subset
