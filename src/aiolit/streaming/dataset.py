@@ -38,8 +38,10 @@ _PIPE_BYTES = 512 * 1024
 # Items at least this large are decoded by ``aget`` in a worker thread rather than on the loop.
 _DECODE_INLINE_BYTES = 1 << 20
 
-# Longest stretch (seconds) an ``async for`` runs on the caller's loop without handing it back.
+# Longest stretch (seconds) an ``async for`` runs on the caller's loop without handing it back,
+# and the most samples it decodes between two looks at the clock (fast samples).
 _SLICE = 0.001
+_MAX_BATCH = 256
 
 
 def _distributed() -> tuple[int, int]:
@@ -504,7 +506,9 @@ class StreamingDataset(IterableDataset[Any]):
                     # well under _SLICE, and hand the loop back once _SLICE has passed.
                     now = clock()
                     per_item = (now - last) / max(1, out.items)
-                    run.batch = max(1, min(_BATCH, int(_SLICE / 4 / per_item))) if per_item > 0 else _BATCH
+                    run.batch = (
+                        max(1, min(_MAX_BATCH, int(_SLICE / 4 / per_item))) if per_item > 0 else _BATCH
+                    )
                     if now >= due:
                         await asyncio.sleep(0)
                         now = clock()
