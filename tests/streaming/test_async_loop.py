@@ -153,3 +153,17 @@ def test_max_connections_is_a_storage_option(s3_server: Any, tmp_path: Path) -> 
     assert _loop.run(pool_size()) == 256
     with pytest.raises(ValueError, match="max_connections"):
         open_store("s3://b/p", {**s3_server.storage_options, "max_connections": 0})
+
+
+async def test_combined_dataset_closes_its_datasets(make_dataset: Any, tmp_path: Path) -> None:
+    from aiolit.streaming import CombinedStreamingDataset
+
+    (a, items_a), (b, items_b) = make_dataset(20, chunk_size=4), make_dataset(12, chunk_size=4)
+    parts = [StreamingDataset(f"local:{p}", cache_dir=str(tmp_path / "c")) for p in (a, b)]
+    async with CombinedStreamingDataset(parts, iterate_over_all=True, seed=1) as combined:
+        async for sample in combined:
+            assert sample in items_a or sample in items_b
+            break
+        assert any(ds.source.async_runs for ds in parts)  # the abandoned iteration is still open
+    assert not any(ds.source.async_runs for ds in parts)
+    assert all(not ds.source._stores for ds in parts)

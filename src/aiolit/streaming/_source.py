@@ -181,7 +181,7 @@ class DataSource:
         self.offset_tables = OffsetTables()
         self._table_reads: dict[tuple[int, int], asyncio.Future[npt.NDArray[np.uint32]]] = {}
         self._users: dict[int, int] = {}  # loop id -> async runs holding that loop's store
-        self.async_runs: set[Any] = set()  # unfinished async runs (closed by aclose())
+        self.async_runs: weakref.WeakSet[Any] = weakref.WeakSet()  # unfinished async runs (aclose())
         self.url: str = input_dir.url or input_dir.path or ""
         self.index: Index = self._read_index(index_path)
         self.entries: list[ChunkEntry] = list(self.index.chunks)
@@ -210,7 +210,7 @@ class DataSource:
         state["offset_tables"] = OffsetTables()
         state["_table_reads"] = {}
         state["_users"] = {}
-        state["async_runs"] = set()
+        state["async_runs"] = weakref.WeakSet()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -230,7 +230,7 @@ class DataSource:
         _FORK_ORPHANS.extend(store for _, store in self._stores.values())
         self._pid, self._stores, self._cache = os.getpid(), self._track_stores(), None
         self.offset_tables, self._table_reads = OffsetTables(), {}
-        self._users, self.async_runs = {}, set()
+        self._users, self.async_runs = {}, weakref.WeakSet()
 
     # -- index ----------------------------------------------------------------------------------
 
