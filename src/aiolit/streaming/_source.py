@@ -53,6 +53,12 @@ class OffsetTables:
         self._bytes = 0
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_bytes": self.max_bytes}  # pickles empty (into DataLoader workers)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_bytes"])  # type: ignore[misc]
+
     def get(self, chunk: int) -> npt.NDArray[np.uint32] | None:
         with self._lock:
             table = self._tables.get(chunk)
@@ -210,12 +216,13 @@ class DataSource:
         state["offset_tables"] = OffsetTables()
         state["_table_reads"] = {}
         state["_users"] = {}
-        state["async_runs"] = weakref.WeakSet()
+        del state["async_runs"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._stores = self._track_stores()
+        self.async_runs = weakref.WeakSet()
 
     def _track_stores(self) -> dict[int, tuple[asyncio.AbstractEventLoop, Store]]:
         # This process's stores, closed when the source is collected or at interpreter exit.
