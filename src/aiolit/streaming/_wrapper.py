@@ -123,8 +123,8 @@ class StreamingWrapper(IterableDataset[Any]):
         bs = self.batch_size
         return bs if isinstance(bs, int) else bs[0]
 
-    def _topology(self) -> tuple[Topology, int]:
-        return self._datasets[0]._topology()
+    def _topology(self, iterating: bool = False) -> tuple[Topology, int]:
+        return self._datasets[0]._topology(iterating)
 
     def _inner_lengths(self, topology: Topology) -> list[list[int]]:
         """``[d][w]``: samples dataset ``d`` gives worker ``w`` of this rank per epoch."""
@@ -170,7 +170,7 @@ class StreamingWrapper(IterableDataset[Any]):
 
     def _start(self) -> tuple[Topology, int, int, int]:
         """``(topology, worker_id, epoch, samples to skip)`` for a new pass."""
-        topology, worker_id = self._topology()
+        topology, worker_id = self._topology(iterating=True)
         if self._resume is None:
             return topology, worker_id, self.current_epoch, 0
         epoch, counts = self._resume_counts(topology)
@@ -252,7 +252,7 @@ class StreamingWrapper(IterableDataset[Any]):
             counts = [0] * len(self._datasets)
             if self._progress is not None:
                 epoch, n = self._progress
-                topology, worker_id = self._topology()
+                topology, worker_id = self._topology(iterating=True)
                 counts, _ = self._positions(topology, worker_id, epoch, n)
             num_samples_yielded = counts
         if len(num_samples_yielded) != len(self._datasets):

@@ -287,6 +287,9 @@ class StreamingDataLoader(DataLoader[Any]):
         self._num_samples_yielded = 0
         self._restore = False
         self._first_worker = 0
+        # An iter() that started an epoch and has not reached its end (a break): persistent
+        # workers then hold a stale position and are restarted at the next iter().
+        self._epoch_open = False
         self._profile_n = profile_n
         self._profile_dir = os.fspath(profile_dir) if profile_dir is not None else None
         self._trace: list[dict[str, Any]] = []  # batch waits of a profile without workers
@@ -327,9 +330,24 @@ class StreamingDataLoader(DataLoader[Any]):
         self.check_worker_number_rationality()
         return _ResumingIter(self, self._first_worker)
 
+    def _drop_stale_workers(self) -> None:
+        """Shut persistent workers down when their copy of the dataset is out of date.
+
+        A persistent worker keeps its dataset between epochs and only moves to the next epoch
+        when it finishes one. After a ``break`` (or a ``load_state_dict``) its position is not
+        the one the next pass needs, so torch's ``_reset`` would replay a stale stream; new
+        workers start from the main process' dataset, which has the right epoch and position.
+        """
+        iterator = getattr(self, "_iterator", None)
+        if iterator is None or not (self._epoch_open or self._restore):
+            return
+        iterator._shutdown_workers()
+        self._iterator = None
+
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         ds = self._streaming
         ds.capture_world()
+        self._drop_stale_workers()
         self._first_worker = 0
         fresh = True
         if self._restore:
@@ -363,6 +381,7 @@ class StreamingDataLoader(DataLoader[Any]):
         if session is not None:
             session.bind(iterator)
         step = self.batch_size or 1
+        self._epoch_open = True
         try:
             while True:
                 timed = profiling or _trace.on
@@ -370,6 +389,7 @@ class StreamingDataLoader(DataLoader[Any]):
                 try:
                     batch = next(iterator)
                 except StopIteration:
+                    self._epoch_open = False
                     break
                 if timed:
                     ended = _trace.now()
@@ -479,11 +499,18 @@ class StreamingDataLoader(DataLoader[Any]):
             self._num_samples_yielded = ds._load_loader_state(obj)
             self.current_epoch = ds.current_epoch
             self._restore = True
-            return
-        state = dict(obj["dataset"])
-        epoch: Any = obj.get("current_epoch", state.get("current_epoch", 1))
-        state["current_epoch"] = int(epoch)
-        ds.load_state_dict(state)
-        self.current_epoch = int(epoch)
-        self._num_samples_yielded = int(obj["num_samples_yielded"])
-        self._restore = True
+        else:
+            state = dict(obj["dataset"])
+            epoch: Any = obj.get("current_epoch", state.get("current_epoch", 1))
+            state["current_epoch"] = int(epoch)
+            ds.load_state_dict(state)
+            self.current_epoch = int(epoch)
+            self._num_samples_yielded = int(obj["num_samples_yielded"])
+            self._restore = True
+        if self.current_epoch < 1:
+            # Taken before the first iter(): nothing was consumed, the next pass is epoch 1.
+            ds.reset_state_dict()
+            self.current_epoch = 0
+            self._num_samples_yielded = 0
+            self._restore = False
+            self._epoch_open = getattr(self, "_iterator", None) is not None

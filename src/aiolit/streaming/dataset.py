@@ -259,14 +259,20 @@ class StreamingDataset(IterableDataset[Any]):
         """Record the world size/rank now (the loader calls it before starting its workers)."""
         self._world = _distributed()
 
-    def _topology(self) -> tuple[Topology, int]:
+    def _topology(self, iterating: bool = False) -> tuple[Topology, int]:
+        """``(topology, worker id)``; ``iterating``: of a pass running in this process.
+
+        In the main process the topology is the loader's (``num_workers`` as set by it) for
+        lengths and states, but a pass iterated here is a single stream: a loader built on
+        this dataset does not change what ``for x in ds`` yields.
+        """
         info = get_worker_info()
         if info is not None:
             # Loader workers do not inherit the process group: use what the parent recorded.
             world, rank = self._world or _distributed()
             return Topology(world, rank, info.num_workers), info.id
         world, rank = _distributed()
-        return Topology(world, rank, self.num_workers), 0
+        return Topology(world, rank, 1 if iterating else self.num_workers), 0
 
     def _drop_last(self, topology: Topology) -> bool:
         return self.drop_last if self.drop_last is not None else topology.world_size > 1
@@ -297,7 +303,7 @@ class StreamingDataset(IterableDataset[Any]):
         return max(1, self.max_cache_size // (topology.num_workers * max(1, local)))
 
     def _new_run(self, at: tuple[int, int] | None = None) -> Run:
-        topology, worker_id = self._topology()
+        topology, worker_id = self._topology(iterating=True)
         epoch = self.current_epoch
         start = (0, 0)
         if at is not None:

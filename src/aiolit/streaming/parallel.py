@@ -196,7 +196,7 @@ class ParallelStreamingDataset(StreamingWrapper):
         if num_samples_yielded is not None or self._progress is None:
             return super().state_dict(num_workers, batch_size, num_samples_yielded)
         epoch, n = self._progress
-        topology, worker_id = self._topology()
+        topology, worker_id = self._topology(iterating=True)
         counts, cycles = self._positions(topology, worker_id, epoch, n)
         out = self._dataset_states(counts, num_workers, batch_size)
         if self.is_cycling():
