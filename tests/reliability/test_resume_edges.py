@@ -155,3 +155,21 @@ def test_building_a_loader_does_not_change_the_dataset(data: str) -> None:
     alone = sorted(int(x["i"]) for x in combined)
     StreamingDataLoader(combined, num_workers=2, batch_size=4)
     assert sorted(int(x["i"]) for x in combined) == alone == sorted(list(range(N)) * 2)
+
+
+def test_end_of_epoch_state_of_another_dataset_carries_the_epoch(data: str, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    write_dataset(other, 23, chunk_size=4)
+    src = _loader(str(other))
+    _epoch(src)
+    end_state = src.state_dict()
+    ref = _reference(data, 3)
+    loader = _loader(data)
+    loader.load_state_dict(end_state)  # accepted: only the epoch (1, finished) carries over
+    assert _epoch(loader) == ref[1]
+    assert _epoch(loader) == ref[2]
+    # Mid-epoch, a different layout is still refused with a clear error.
+    src = _loader(str(other))
+    _epoch(src, stop=2)
+    with pytest.raises(StateDictError, match="does not match"):
+        _loader(data).load_state_dict(src.state_dict())

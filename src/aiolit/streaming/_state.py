@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiolit.errors import StateDictError
-from aiolit.streaming._plan import Topology, samples_per_worker
+from aiolit.streaming._plan import Topology, samples_per_worker, worker_budgets
 
 if TYPE_CHECKING:
     from aiolit.streaming.dataset import StreamingDataset
@@ -61,8 +61,40 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def validate(ds: StreamingDataset, state: dict[str, Any]) -> dict[str, Any]:
+def epoch_complete(state: dict[str, Any]) -> bool:
+    """Whether ``state`` was taken once its loader had yielded its whole epoch (on this rank).
+
+    Computed from the state alone: its regions of interest, topology and batch size give the
+    epoch's batches (the loader counts ``batch_size`` per batch, short ones included).
+    """
+    roi = state.get("region_of_interest")
+    if not isinstance(roi, list | tuple):
+        return False
+    try:
+        num_items = sum(int(end) - int(start) for start, end in roi)
+        world = max(1, int(state.get("world_size", 1)))
+        nw = max(1, int(state["num_workers"]))
+        bs = max(1, int(state["batch_size"]))
+        drop = bool(state.get("drop_last", world > 1))
+        budgets = worker_budgets(num_items, world, nw, batch_size=bs, drop_last=drop)
+        rank = min(_distributed_rank(), world - 1)
+        batches = sum(-(-int(b) // bs) for b in budgets[rank])
+        return int(state["num_samples_yielded"]) >= batches * bs
+    except (TypeError, ValueError):
+        return False
+
+
+def _distributed_rank() -> int:
+    from aiolit.streaming.dataset import _distributed
+
+    return _distributed()[1]
+
+
+def validate(ds: StreamingDataset, state: dict[str, Any]) -> dict[str, Any] | None:
     """Check ``state`` belongs to ``ds``; return a copy to resume from.
+
+    ``None`` when the state was taken at the end of an epoch of a different dataset: then
+    only the epoch carries over (``ds.current_epoch`` is the next one).
 
     Raises
     ------
@@ -83,6 +115,11 @@ def validate(ds: StreamingDataset, state: dict[str, Any]) -> dict[str, Any]:
     if ds.drop_last is not None:
         mine["drop_last"] = ds.drop_last
     bad = [k for k, v in mine.items() if k in state and not _same(state[k], v)]
+    if bad and not ds.force_override_state_dict and epoch_complete(state):
+        # Taken at the end of an epoch (of another dataset, or other settings): nothing of it
+        # is left to resume, only the epoch carries over (as LitData). ``None``: start afresh.
+        ds.current_epoch = int(state["current_epoch"]) + 1
+        return None
     if bad and not ds.force_override_state_dict:
         detail = ", ".join(f"{k}: state has {state[k]!r}, dataset has {mine[k]!r}" for k in bad[:3])
         raise StateDictError(

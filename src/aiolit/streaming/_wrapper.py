@@ -269,7 +269,13 @@ class StreamingWrapper(IterableDataset[Any]):
                 f"a {type(self).__name__} of {len(self._datasets)} datasets?"
             )
         for i, ds in enumerate(self._datasets):
-            _state.validate(ds, state[str(i)])
+            saved = ds.current_epoch
+            if _state.validate(ds, state[str(i)]) is None:
+                ds.current_epoch = saved
+                raise StateDictError(
+                    f"state_dict of dataset {i} does not match it (another dataset or other settings); "
+                    "pass force_override_state_dict=True to resume anyway"
+                )
         return state["0"]  # type: ignore[no-any-return]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -506,7 +506,11 @@ class StreamingDataLoader(DataLoader[Any]):
             ds.load_state_dict(state)
             self.current_epoch = int(epoch)
             self._num_samples_yielded = int(obj["num_samples_yielded"])
-            self._restore = True
+            self._restore = ds._resume is not None
+            if not self._restore:
+                # The end of an epoch of another dataset: the next pass is the next epoch.
+                self._num_samples_yielded = 0
+                self._epoch_open = getattr(self, "_iterator", None) is not None
         if self.current_epoch < 1:
             # Taken before the first iter(): nothing was consumed, the next pass is epoch 1.
             ds.reset_state_dict()
