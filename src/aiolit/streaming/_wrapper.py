@@ -166,11 +166,43 @@ class StreamingWrapper(IterableDataset[Any]):
         """Inverse of :meth:`_positions`: the worker's sample count."""
         raise NotImplementedError
 
+    def _stopped(self, topology: Topology, epoch: int, counts: Sequence[int], next_epoch: int) -> None:
+        """``epoch`` stopped after ``counts[w]`` samples of each worker (a ``break``)."""
+
+    def _save_extra(self, out: dict[str, Any]) -> None:
+        """Add this wrapper's own resume keys to a state."""
+
+    def _load_extra(self, state: dict[str, Any]) -> None:
+        """Read what :meth:`_save_extra` added."""
+
+    def _loader_stopped(self, n: int, num_workers: int, batch_size: int, epoch: int) -> None:
+        """A loader pass of ``epoch`` ended after ``n`` samples (counted as whole batches)."""
+        topology, _ = self._topology()
+        saved = self._resume
+        self._resume = {
+            "epoch": epoch,
+            "num_samples_yielded": n,
+            "num_workers": num_workers,
+            "batch_size": batch_size,
+        }
+        try:
+            _, counts = self._resume_counts(topology)
+        finally:
+            self._resume = saved
+        self._stopped(topology, epoch, counts, epoch + 1)
+        self._progress = None
+
     # -- iteration ------------------------------------------------------------------------------
 
     def _start(self) -> tuple[Topology, int, int, int]:
         """``(topology, worker_id, epoch, samples to skip)`` for a new pass."""
         topology, worker_id = self._topology(iterating=True)
+        progress = self._progress
+        if progress is not None and self._resume is None and progress[0] == self.current_epoch:
+            # The previous pass in this process stopped early: a continuing wrapper goes on
+            # from there (the others restart the epoch).
+            self._stopped(topology, progress[0], [progress[1]], progress[0])
+            self._progress = None
         if self._resume is None:
             return topology, worker_id, self.current_epoch, 0
         epoch, counts = self._resume_counts(topology)
@@ -288,6 +320,7 @@ class StreamingWrapper(IterableDataset[Any]):
         if not state_dict:
             return
         first = self._validate(state_dict)
+        self._load_extra(state_dict)
         epoch = int(first["current_epoch"])
         counts = [int(state_dict[str(i)]["num_samples_yielded"]) for i in range(len(self._datasets))]
         total = self._direct_count(epoch, counts, state_dict.get("num_cycles"))
@@ -339,11 +372,13 @@ class StreamingWrapper(IterableDataset[Any]):
         }
         if cycles:
             out["num_cycles"] = cycles
+        self._save_extra(out)
         return out
 
     def _load_loader_state(self, obj: dict[str, Any]) -> int:
         """Load a loader state; return the loader's sample count (batches x batch_size)."""
         first = self._validate(obj["dataset"])
+        self._load_extra(obj)
         epoch = int(obj.get("current_epoch", first["current_epoch"]))
         nw = int(first["num_workers"])
         bs = int(first["batch_size"])

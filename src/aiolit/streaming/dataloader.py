@@ -358,6 +358,12 @@ class StreamingDataLoader(DataLoader[Any]):
                 fresh = False
                 self._first_worker = self._worker_of_batch(done) if self.num_workers else 0
         if fresh:
+            if self._epoch_open and isinstance(ds, StreamingWrapper) and self.current_epoch:
+                # The previous pass stopped early: a wrapper that continues across epochs
+                # (ParallelStreamingDataset resume=True) starts the next one there.
+                ds._loader_stopped(
+                    self._num_samples_yielded, self.num_workers, self.batch_size or 1, self.current_epoch
+                )
             ds.reset_state_dict()
             self.current_epoch += 1
             self._num_samples_yielded = 0
