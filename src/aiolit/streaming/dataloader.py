@@ -193,7 +193,12 @@ class _ResumingIter(_MultiProcessingDataLoaderIter):
 
     def __init__(self, loader: DataLoader[Any], first_worker: int) -> None:
         self._aiolit_skip = first_worker
+        self._aiolit_worker = -1  # the worker of the batch just returned
         super().__init__(loader)
+
+    def _process_data(self, data: Any, worker_idx: int) -> Any:
+        self._aiolit_worker = worker_idx
+        return super()._process_data(data, worker_idx)  # type: ignore[no-untyped-call]
 
     def _try_put_index(self) -> None:
         if self._aiolit_skip:
@@ -290,6 +295,9 @@ class StreamingDataLoader(DataLoader[Any]):
         # An iter() that started an epoch and has not reached its end (a break): persistent
         # workers then hold a stale position and are restarted at the next iter().
         self._epoch_open = False
+        # Batches each worker delivered this epoch, counted when in_order=False (then the
+        # round-robin does not tell which worker a batch came from).
+        self._worker_batches: list[int] = [0] * max(1, num_workers)
         self._profile_n = profile_n
         self._profile_dir = os.fspath(profile_dir) if profile_dir is not None else None
         self._trace: list[dict[str, Any]] = []  # batch waits of a profile without workers
@@ -300,6 +308,10 @@ class StreamingDataLoader(DataLoader[Any]):
         ds = self.dataset
         assert isinstance(ds, StreamingDataset | StreamingWrapper)
         return ds
+
+    def _unordered(self) -> bool:
+        """Whether batches come in completion order (``in_order=False`` with workers)."""
+        return bool(self.num_workers) and not getattr(self, "in_order", True)
 
     def _worker_lengths(self) -> list[int] | None:
         ds = self._streaming
@@ -352,12 +364,18 @@ class StreamingDataLoader(DataLoader[Any]):
         fresh = True
         if self._restore:
             self._restore = False
+            if isinstance(ds, StreamingDataset):
+                settled = ds._settle_resume()  # elastic when the topology changed
+                if settled is not None and settled != self._num_samples_yielded:
+                    self._num_samples_yielded = settled
+                    self._worker_batches = [0] * max(1, self.num_workers)
             done = self._num_samples_yielded // (self.batch_size or 1)
             infinite = self._worker_lengths() is None
             if infinite or done < self._schedule()[1]:
                 fresh = False
                 self._first_worker = self._worker_of_batch(done) if self.num_workers else 0
         if fresh:
+            self._worker_batches = [0] * max(1, self.num_workers)
             if self._epoch_open and isinstance(ds, StreamingWrapper) and self.current_epoch:
                 # The previous pass stopped early: a wrapper that continues across epochs
                 # (ParallelStreamingDataset resume=True) starts the next one there.
@@ -387,6 +405,9 @@ class StreamingDataLoader(DataLoader[Any]):
         if session is not None:
             session.bind(iterator)
         step = self.batch_size or 1
+        unordered = self._unordered()
+        if len(self._worker_batches) != max(1, self.num_workers):
+            self._worker_batches = [0] * max(1, self.num_workers)
         self._epoch_open = True
         try:
             while True:
@@ -408,6 +429,8 @@ class StreamingDataLoader(DataLoader[Any]):
                         self._record(started, ended)
                         profiling = not self._profiled
                 self._num_samples_yielded += step
+                if unordered:
+                    self._worker_batches[iterator._aiolit_worker] += 1  # type: ignore[attr-defined]
                 if type(batch) is np.ndarray:
                     batch = torch.from_numpy(batch)  # a token batch from a worker (see _as_is)
                 yield batch
@@ -480,6 +503,11 @@ class StreamingDataLoader(DataLoader[Any]):
                 done = min(done, self._schedule()[1])
             latest = self._worker_of_batch(done - 1)
         if isinstance(ds, StreamingWrapper):
+            if self._unordered():
+                raise StateDictError(
+                    f"{type(ds).__name__} cannot resume exactly from a loader with in_order=False "
+                    "(batches arrive in completion order); use in_order=True to take states"
+                )
             # LitData's shape: per-dataset states and {worker: [per-dataset counts]}.
             out = ds._loader_state(
                 self._num_samples_yielded, self.num_workers, self.batch_size or 1, self.current_epoch
@@ -489,6 +517,13 @@ class StreamingDataLoader(DataLoader[Any]):
             return out
         state = ds.state_dict(self._num_samples_yielded, self.num_workers, self.batch_size or 1)
         state["current_epoch"] = self.current_epoch
+        if self._unordered() and self.current_epoch:
+            lengths = self._worker_lengths()
+            assert lengths is not None
+            bs = self.batch_size or 1
+            state["worker_counts"] = [
+                min(b * bs, n) for b, n in zip(self._worker_batches, lengths, strict=True)
+            ]
         return {
             "dataset": state,
             "current_epoch": self.current_epoch,
@@ -513,6 +548,10 @@ class StreamingDataLoader(DataLoader[Any]):
             self.current_epoch = int(epoch)
             self._num_samples_yielded = int(obj["num_samples_yielded"])
             self._restore = ds._resume is not None
+            given = state.get("worker_counts")
+            if given is not None and len(given) == max(1, self.num_workers):
+                bs = self.batch_size or 1
+                self._worker_batches = [-(-int(c) // bs) for c in given]
             if not self._restore:
                 # The end of an epoch of another dataset: the next pass is the next epoch.
                 self._num_samples_yielded = 0
