@@ -127,7 +127,7 @@ def plan_data(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 _topologies = st.tuples(st.integers(1, 3), st.integers(0, 3), st.integers(1, 8))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     which=st.integers(0, 2),
     shuffle=st.booleans(),
@@ -276,3 +276,36 @@ def test_elastic_resume_with_drop_last_drops_only_a_last_partial_round(tmp_path:
     assert len(got) == len(set(got))
     assert set(got) <= set(full)
     assert len(set(full) - set(got)) < 3 * 5  # less than one batch per rank, like any epoch's end
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "batching_method"),
+    [((2, 2, 4), (3, 1, 5), "stratified"), ((1, 2, 8), (1, 0, 5), "per_stream")],
+)
+def test_elastic_resume_combined(tmp_path: Path, before: Any, after: Any, batching_method: str) -> None:
+    from aiolit import CombinedStreamingDataset
+
+    write_dataset(tmp_path / "a", 45, chunk_size=6)
+    write_dataset(tmp_path / "b", 29, chunk_size=4)
+
+    def make() -> Any:
+        return CombinedStreamingDataset(
+            [
+                StreamingDataset(str(tmp_path / "a"), shuffle=True, seed=1, drop_last=False),
+                StreamingDataset(str(tmp_path / "b"), shuffle=True, seed=1, drop_last=False),
+            ],
+            seed=9,
+            iterate_over_all=True,
+            batching_method=batching_method,  # type: ignore[arg-type]
+        )
+
+    def tagged(batch: Any) -> list[int]:
+        return [int(i) for i in batch["i"].tolist()]
+
+    full, _ = _run(make, *before, key=tagged)
+    want = sorted(list(range(45)) + list(range(29)))
+    assert sorted(full) == want
+    for stop in (1, 3):  # inside the first round, and after it
+        taken, state = _run(make, *before, stop=stop, key=tagged)
+        rest, _ = _run(make, *after, state=state, key=tagged)
+        assert sorted(taken + rest) == want, f"stop after {stop} batches"

@@ -126,10 +126,17 @@ class StreamingWrapper(IterableDataset[Any]):
     def _topology(self, iterating: bool = False) -> tuple[Topology, int]:
         return self._datasets[0]._topology(iterating)
 
-    def _inner_lengths(self, topology: Topology) -> list[list[int]]:
-        """``[d][w]``: samples dataset ``d`` gives worker ``w`` of this rank per epoch."""
+    def _inner_lengths(self, topology: Topology, epoch: int | None = None) -> list[list[int]]:
+        """``[d][w]``: samples dataset ``d`` gives worker ``w`` of this rank per epoch.
+
+        With ``epoch``: of that epoch, which is the rest of an interrupted one for a dataset
+        resumed elastically.
+        """
         out = []
         for ds in self._datasets:
+            if epoch is not None and ds._elastic is not None and ds._elastic[0] == epoch:
+                out.append(ds._plan(topology, epoch).worker_lengths)
+                continue
             budgets = worker_budgets(
                 ds._starts[-1],
                 topology.world_size,
@@ -208,8 +215,79 @@ class StreamingWrapper(IterableDataset[Any]):
         epoch, counts = self._resume_counts(topology)
         return topology, worker_id, epoch, counts[worker_id]
 
+    # Whether a topology change resumes elastically (else it is a StateDictError).
+    _elastic_resume = False
+
+    def _settle_resume(self) -> int | None:
+        """Fit a pending resume state to the loader's topology; return the count to continue from."""
+        if self._resume is None:
+            return None
+        self._settle(self._topology()[0])
+        return int(self._resume["num_samples_yielded"])
+
+    def _settle(self, topology: Topology) -> None:
+        """A changed topology: deal the rest of the epoch of every dataset to this one.
+
+        Each dataset's consumed samples follow from the wrapper's positions on the state's
+        topology (every rank yielded the same number of batches); each dataset then resumes
+        elastically (``StreamingDataset`` semantics) and the wrapper draws afresh over the
+        rests, as from the start of an epoch.
+        """
+        state = self._resume
+        assert state is not None
+        world = int(state.get("world_size", topology.world_size))
+        nw, bs = max(1, state["num_workers"]), state["batch_size"]
+        if not self._elastic_resume or (world, nw, bs) == (
+            topology.world_size,
+            topology.num_workers,
+            self._loader_batch_size(),
+        ):
+            return
+        epoch, n = state["epoch"], state["num_samples_yielded"]
+        saved_bs, saved_nw = self.batch_size, self.num_workers
+        self.set_batch_size(bs)
+        try:
+            per_dataset: list[list[list[int]]] = [[] for _ in self._datasets]
+            for r in range(world):
+                old = Topology(world, r, nw)
+                lengths = self._worker_lengths(old, epoch)
+                assert lengths is not None
+                cap = sum(-(-x // bs) for x in lengths) * bs
+                counts = samples_per_worker(min(n, cap), nw, bs, lengths, count_short_batches_as_full=True)
+                rows = [
+                    self._positions(old, w, epoch, min(c, x))[0]
+                    for w, (c, x) in enumerate(zip(counts, lengths, strict=True))
+                ]
+                for d in range(len(self._datasets)):
+                    per_dataset[d].append([row[d] for row in rows])
+            drops = [ds._drop_last(Topology(world, 0, nw)) for ds in self._datasets]
+        finally:
+            self.set_batch_size(saved_bs)
+            self.num_workers = saved_nw
+        for ds, counts_d, drop in zip(self._datasets, per_dataset, drops, strict=True):
+            segments = list(ds._elastic[1]) if ds._elastic is not None and ds._elastic[0] == epoch else []
+            segments.append(
+                {
+                    "world_size": world,
+                    "num_workers": nw,
+                    "batch_size": bs,
+                    "drop_last": drop,
+                    "counts": counts_d,
+                }
+            )
+            ds._elastic = (epoch, segments)
+        self._resume = {
+            "epoch": epoch,
+            "num_samples_yielded": 0,
+            "num_workers": topology.num_workers,
+            "batch_size": self._loader_batch_size(),
+            "world_size": topology.world_size,
+        }
+        self.__dict__.pop("_schedules", None)
+
     def _resume_counts(self, topology: Topology) -> tuple[int, list[int]]:
         assert self._resume is not None
+        self._settle(topology)
         state = self._resume
         bs = self._loader_batch_size()
         checks = {
@@ -324,19 +402,25 @@ class StreamingWrapper(IterableDataset[Any]):
         epoch = int(first["current_epoch"])
         counts = [int(state_dict[str(i)]["num_samples_yielded"]) for i in range(len(self._datasets))]
         total = self._direct_count(epoch, counts, state_dict.get("num_cycles"))
-        self._set_resume(epoch, total, int(first["num_workers"]), int(first["batch_size"]))
+        self._set_resume(
+            epoch, total, int(first["num_workers"]), int(first["batch_size"]), first.get("world_size")
+        )
 
     def _direct_count(self, epoch: int, counts: list[int], cycles: list[int] | None) -> int:
         """The loader count a direct ``load_state_dict`` resumes from (default: the sum)."""
         return sum(counts)
 
-    def _set_resume(self, epoch: int, n: int, num_workers: int, batch_size: int) -> None:
+    def _set_resume(
+        self, epoch: int, n: int, num_workers: int, batch_size: int, world_size: int | None = None
+    ) -> None:
         self._resume = {
             "epoch": epoch,
             "num_samples_yielded": n,
             "num_workers": num_workers,
             "batch_size": batch_size,
         }
+        if world_size is not None:
+            self._resume["world_size"] = world_size
         self.current_epoch = epoch
         for ds in self._datasets:
             ds.current_epoch = epoch
@@ -396,7 +480,7 @@ class StreamingWrapper(IterableDataset[Any]):
                 cyc = cycles.get(key, cycles.get(w))
                 c = self._count_at(topology, w, epoch, [int(x) for x in counts], cyc)
                 n += -(-c // bs) * bs
-        self._set_resume(epoch, n, nw, bs)
+        self._set_resume(epoch, n, nw, bs, first.get("world_size"))
         return n
 
     def __getstate__(self) -> dict[str, Any]:

@@ -364,11 +364,10 @@ class StreamingDataLoader(DataLoader[Any]):
         fresh = True
         if self._restore:
             self._restore = False
-            if isinstance(ds, StreamingDataset):
-                settled = ds._settle_resume()  # elastic when the topology changed
-                if settled is not None and settled != self._num_samples_yielded:
-                    self._num_samples_yielded = settled
-                    self._worker_batches = [0] * max(1, self.num_workers)
+            settled = ds._settle_resume()  # elastic when the topology changed
+            if settled is not None and settled != self._num_samples_yielded:
+                self._num_samples_yielded = settled
+                self._worker_batches = [0] * max(1, self.num_workers)
             done = self._num_samples_yielded // (self.batch_size or 1)
             infinite = self._worker_lengths() is None
             if infinite or done < self._schedule()[1]:
