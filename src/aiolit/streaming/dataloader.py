@@ -342,6 +342,13 @@ class StreamingDataLoader(DataLoader[Any]):
         self.check_worker_number_rationality()
         return _ResumingIter(self, self._first_worker)
 
+    def _settle(self) -> None:
+        """Fit a loaded state to this loader's topology (elastic resume when it changed)."""
+        settled = self._streaming._settle_resume()
+        if settled is not None and settled != self._num_samples_yielded:
+            self._num_samples_yielded = settled
+            self._worker_batches = [0] * max(1, self.num_workers)
+
     def _drop_stale_workers(self) -> None:
         """Shut persistent workers down when their copy of the dataset is out of date.
 
@@ -364,10 +371,7 @@ class StreamingDataLoader(DataLoader[Any]):
         fresh = True
         if self._restore:
             self._restore = False
-            settled = ds._settle_resume()  # elastic when the topology changed
-            if settled is not None and settled != self._num_samples_yielded:
-                self._num_samples_yielded = settled
-                self._worker_batches = [0] * max(1, self.num_workers)
+            self._settle()
             done = self._num_samples_yielded // (self.batch_size or 1)
             infinite = self._worker_lengths() is None
             if infinite or done < self._schedule()[1]:
@@ -495,6 +499,8 @@ class StreamingDataLoader(DataLoader[Any]):
     def state_dict(self) -> dict[str, Any]:
         """LitData's loader state: ``dataset``, ``current_epoch``, ``num_samples_yielded``, ``latest_worker_idx``."""
         ds = self._streaming
+        if self._restore:
+            self._settle()  # a state loaded but not iterated yet: in this loader's terms
         done = self._num_samples_yielded // (self.batch_size or 1)
         latest = 0
         if self.num_workers and done:
