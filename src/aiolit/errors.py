@@ -12,8 +12,10 @@ keeps working for code written against LitData. Each message says what failed an
     │   ├── UnsafeFilenameError               a chunk name in an index that would escape its directory
     │   └── PickleNotAllowedError             a `pickle` field without ``allow_pickle=True``
     ├── EncryptionError (ValueError)          wrong/missing key, or an index/encryption mismatch
+    │   └── DecryptionError (cryptography.fernet.InvalidToken)   the key does not decrypt the data
     ├── StoreError (OSError)                  an object-store request failed
     │   ├── ObjectNotFoundError (FileNotFoundError)
+    │   │   └── NoFilesFoundError (ValueError)   StreamingRawDataset: no (matching) files in input_dir
     │   ├── StorePermissionError (PermissionError)   auth / permission: not retried
     │   ├── TransientStoreError               5xx, throttling, timeouts, resets, short reads: retried
     │   └── RetriesExhaustedError             the retry policy gave up (names URL, range, status, attempts)
@@ -24,12 +26,17 @@ keeps working for code written against LitData. Each message says what failed an
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING, Any
+
 __all__ = [
     "AiolitError",
     "CorruptChunkError",
+    "DecryptionError",
     "EncryptionError",
     "FormatError",
     "LoopError",
+    "NoFilesFoundError",
     "ObjectNotFoundError",
     "OptimizeError",
     "PickleNotAllowedError",
@@ -66,12 +73,48 @@ class EncryptionError(AiolitError, ValueError):
     """Encrypted data without a key, a wrong key, or an encryption that does not match the index."""
 
 
+if TYPE_CHECKING:
+    from cryptography.fernet import InvalidToken
+
+    class DecryptionError(EncryptionError, InvalidToken):
+        """A wrong password or key file: the data does not decrypt (also a ``cryptography.fernet.InvalidToken``,
+        what LitData lets through, so ``except InvalidToken`` keeps working)."""
+
+else:
+
+    def __getattr__(name: str) -> Any:
+        # Built on first use: importing cryptography costs ~45 ms, too much for ``import aiolit``.
+        if name == "DecryptionError":
+            return _decryption_error()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _decryption_error() -> type[EncryptionError]:
+    from cryptography.fernet import InvalidToken
+
+    return type(
+        "DecryptionError",
+        (EncryptionError, InvalidToken),
+        {
+            "__module__": __name__,
+            "__doc__": "A wrong password or key file: the data does not decrypt (also a "
+            "``cryptography.fernet.InvalidToken``, what LitData lets through, so ``except InvalidToken`` "
+            "keeps working).",
+        },
+    )
+
+
 class StoreError(AiolitError, OSError):
     """An object-store request failed."""
 
 
 class ObjectNotFoundError(StoreError, FileNotFoundError):
     """The object (or bucket/container) does not exist."""
+
+
+class NoFilesFoundError(ObjectNotFoundError, ValueError):
+    """A raw ``input_dir`` holds no (matching) files; also a ``ValueError``, what LitData raises."""
 
 
 class StorePermissionError(StoreError, PermissionError):

@@ -58,24 +58,36 @@ class _FakeWorker:
         self.id, self.num_workers = worker_id, num_workers
 
 
-def _streams(
-    ds: Any, workers: int, key: Callable[[Any], int], monkeypatch: pytest.MonkeyPatch
-) -> list[list[int]]:
+def _worker_batches(
+    loader: StreamingDataLoader, key: Callable[[Any], int], monkeypatch: pytest.MonkeyPatch
+) -> list[list[list[int]]]:
+    """Each worker's batches, as the loader's workers would build them."""
     import copy
+
+    from torch.utils.data import default_collate
 
     import aiolit.streaming.dataset as dataset_module
 
+    workers, size = max(1, loader.num_workers), loader.batch_size or 1
     out = []
-    for w in range(max(1, workers)):
+    for w in range(workers):
+        ds = copy.deepcopy(loader.dataset)  # what a worker process gets
+        runs = getattr(ds, "_batching_method", None) == "per_stream"
+        if runs:  # one batch per per_stream run, collated in the worker
+            ds._loader_batch = (size, default_collate)  # type: ignore[union-attr]
         with monkeypatch.context() as m:
-            m.setattr(dataset_module, "get_worker_info", lambda w=w: _FakeWorker(w, max(1, workers)))
-            out.append([key(x) for x in copy.deepcopy(ds)])
+            m.setattr(dataset_module, "get_worker_info", lambda w=w: _FakeWorker(w, workers))
+            items = list(ds)
+        if runs:
+            out.append([[int(i) for i in batch["i"].tolist()] for batch in items])
+        else:
+            ids = [key(x) for x in items]
+            out.append([ids[i : i + size] for i in range(0, len(ids), size)])
     return out
 
 
-def _round_robin(per_worker: list[list[Any]], batch_size: int) -> list[list[Any]]:
+def _round_robin(batches: list[list[list[int]]]) -> list[list[int]]:
     """torch's in-order loader over an IterableDataset: batches round-robin, exhausted workers skipped."""
-    batches = [[seq[i : i + batch_size] for i in range(0, len(seq), batch_size)] for seq in per_worker]
     out = []
     for r in range(max((len(b) for b in batches), default=0)):
         out.extend(b[r] for b in batches if r < len(b))
@@ -100,7 +112,7 @@ def _hop(
                 loader.load_state_dict(state)
                 loader._settle()
                 assert loader._num_samples_yielded == 0  # another topology: the rest is dealt afresh
-            batches = _round_robin(_streams(loader.dataset, workers, key, monkeypatch), batch)
+            batches = _round_robin(_worker_batches(loader, key, monkeypatch))
             runs.append((loader, batches))
     k = min([k] + [len(b) for _, b in runs])  # a stop happens while every rank has batches
     taken = [x for _, b in runs for batch in b[:k] for x in batch]

@@ -156,9 +156,11 @@ class Index:
             if key not in raw:
                 raise FormatError(f"{source} lacks the required key {key!r}")
         config = raw["config"]
+        if config is None and raw["chunks"] == []:
+            config = {}  # the empty dataset LitData writes when fn kept no input
         if not isinstance(config, dict):
             raise FormatError(f"{source}: 'config' must be an object")
-        if not isinstance(config.get("data_format"), list):
+        if config and not isinstance(config.get("data_format"), list):
             raise FormatError(
                 f"{source}: config 'data_format' must be a list, got {config.get('data_format')!r}"
             )
@@ -176,7 +178,9 @@ class Index:
 
     def to_json(self) -> bytes:
         """The bytes LitData writes (``sort_keys=True``; ``updated_at`` only if set)."""
-        raw: dict[str, Any] = {"chunks": [c.to_dict() for c in self.chunks], "config": self.config}
+        # An empty dataset has no config: LitData writes ``"config": null``.
+        config = self.config if self.chunks or self.config else None
+        raw: dict[str, Any] = {"chunks": [c.to_dict() for c in self.chunks], "config": config}
         if self.updated_at is not None:
             raw["updated_at"] = self.updated_at
         return json.dumps(raw, sort_keys=True).encode("utf-8")

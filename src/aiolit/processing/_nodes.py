@@ -59,6 +59,8 @@ async def prepare_output(output: Output, mode: str | None, topo: Topology) -> tu
     if data is None:
         return None, {}
     existing = Index.from_json(data, source=f"{output.url}/index.json")
+    if not existing.chunks:  # an empty dataset (fn kept no input): nothing to append to
+        return None, {}
     starts: dict[int, int] = {}
     for entry in existing.chunks:
         parsed = chunk_rank_and_counter(entry.filename)

@@ -225,10 +225,14 @@ async def optimize_async(
         )
         if not any(result.num_samples for result in results) and topo.num_nodes == 1 and existing is None:
             warnings.warn(
-                f"optimize() produced no samples (fn returned None for every input); nothing was "
-                f"written to {output.url}",
+                f"optimize() produced no samples (fn returned None for every input); {output.url} "
+                "holds an empty dataset",
                 stacklevel=2,
             )
+            from aiolit.format import Index
+
+            # LitData's empty dataset: {"chunks": [], "config": null, "updated_at": ...}
+            await output.write("index.json", Index([], {}, str(started)).to_json())
             return
         await finalize_index(output, results, existing, topo, updated_at=str(started))
     finally:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiolit import _loop
-from aiolit.errors import FormatError, ObjectNotFoundError, StoreError
+from aiolit.errors import FormatError, NoFilesFoundError, ObjectNotFoundError, StoreError
 from aiolit.stores import Store, open_store
 
 __all__ = ["INDEX_FILENAME", "BaseIndexer", "FileIndexer", "FileMetadata", "dump_index", "load_index_file"]
@@ -151,7 +151,8 @@ class BaseIndexer:
         Raises
         ------
         ObjectNotFoundError
-            When ``input_dir`` does not exist or holds no (matching) files.
+            When ``input_dir`` does not exist; :class:`~aiolit.errors.NoFilesFoundError` (also a
+            ``ValueError``, as LitData's) when it holds no (matching) files.
         """
         store = open_store(input_dir, storage_options)
         local_path = os.path.join(cache_dir, INDEX_FILENAME)
@@ -161,7 +162,7 @@ class BaseIndexer:
                 return files
         files = await self.adiscover_files(input_dir, storage_options)
         if not files:
-            raise ObjectNotFoundError(
+            raise NoFilesFoundError(
                 f"no files found in {input_dir}: check the path/URL, the credentials, and the indexer's "
                 "extensions and max_depth"
             )

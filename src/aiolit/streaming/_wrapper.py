@@ -13,12 +13,14 @@ skipped samples. No per-sample bookkeeping travels from the workers to the loade
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from torch.utils.data import IterableDataset
 
 from aiolit.errors import StateDictError
 from aiolit.streaming import _state
+from aiolit.streaming._foreign import ForeignDataset
 from aiolit.streaming._plan import Topology, samples_per_worker, worker_budgets
 from aiolit.streaming.dataset import StreamingDataset, _check_bool
 
@@ -36,24 +38,22 @@ class StreamingWrapper(IterableDataset[Any]):
 
     Parameters
     ----------
-    datasets : list of StreamingDataset
-        The wrapped datasets (at least one).
+    datasets : list of datasets
+        The wrapped datasets (at least one): StreamingDatasets, or any sized map-style or
+        iterable dataset (see :mod:`aiolit.streaming._foreign` for how those are split and resumed).
     force_override_state_dict : bool
         Resume from a state taken with a different loader topology or dataset settings.
     """
 
-    def __init__(self, datasets: Sequence[StreamingDataset], force_override_state_dict: bool) -> None:
+    def __init__(self, datasets: Sequence[Any], force_override_state_dict: bool) -> None:
         super().__init__()
         if isinstance(datasets, StreamingDataset) or not isinstance(datasets, Sequence) or not datasets:
-            raise ValueError(f"datasets must be a non-empty list of StreamingDataset, got {datasets!r}")
-        for i, ds in enumerate(datasets):
-            if not isinstance(ds, StreamingDataset):
-                raise RuntimeError(
-                    f"datasets[{i}] must be a StreamingDataset, got {type(ds).__name__} "
-                    "(wrappers cannot be nested)"
-                )
+            raise ValueError(f"datasets must be a non-empty list of datasets, got {datasets!r}")
+        self._check_datasets(datasets)
         _check_bool("force_override_state_dict", force_override_state_dict)
-        self._datasets = list(datasets)
+        self._datasets: list[StreamingDataset | ForeignDataset] = [
+            ds if isinstance(ds, StreamingDataset) else ForeignDataset(ds, i) for i, ds in enumerate(datasets)
+        ]
         self._force_override_state_dict = force_override_state_dict
         self.current_epoch = 1
         self.num_workers = 0
@@ -63,10 +63,18 @@ class StreamingWrapper(IterableDataset[Any]):
         # Main-process progress (epoch, samples yielded) for state_dict() without a loader.
         self._progress: tuple[int, int] | None = None
 
+    def _check_datasets(self, datasets: Sequence[Any]) -> None:
+        """Refuse what cannot be wrapped (LitData's hook; subclasses may override it)."""
+        for i, ds in enumerate(datasets):
+            if isinstance(ds, StreamingWrapper):
+                raise RuntimeError(
+                    f"datasets[{i}] is a {type(ds).__name__}: wrappers cannot be nested; pass its datasets"
+                )
+
     @property
-    def datasets(self) -> list[StreamingDataset]:
-        """The wrapped datasets."""
-        return self._datasets
+    def datasets(self) -> list[Any]:
+        """The wrapped datasets, as given."""
+        return [ds.dataset if isinstance(ds, ForeignDataset) else ds for ds in self._datasets]
 
     # -- LitData setters ------------------------------------------------------------------------
 
@@ -134,6 +142,9 @@ class StreamingWrapper(IterableDataset[Any]):
         """
         out = []
         for ds in self._datasets:
+            if isinstance(ds, ForeignDataset):
+                out.append(ds.worker_lengths(topology))
+                continue
             if epoch is not None and ds._elastic is not None and ds._elastic[0] == epoch:
                 out.append(ds._plan(topology, epoch).worker_lengths)
                 continue
@@ -225,6 +236,25 @@ class StreamingWrapper(IterableDataset[Any]):
         self._settle(self._topology()[0])
         return int(self._resume["num_samples_yielded"])
 
+    @contextmanager
+    def _batch_of_state(self, batch_size: int) -> Iterator[None]:
+        """Plan with the batch size a state was taken with (run lengths, per_stream counts)."""
+        if batch_size == self._loader_batch_size():
+            yield
+            return
+        saved_bs = self.batch_size
+        saved_batch = self.__dict__.get("_loader_batch")
+        self.set_batch_size(batch_size)
+        if saved_batch is not None:
+            # A loader taking per_stream runs as batches: its counts are in the state's batches.
+            self.__dict__["_loader_batch"] = (batch_size, *saved_batch[1:])
+        try:
+            yield
+        finally:
+            self.set_batch_size(saved_bs)
+            if saved_batch is not None:
+                self.__dict__["_loader_batch"] = saved_batch
+
     def _settle(self, topology: Topology) -> None:
         """A changed topology: deal the rest of the epoch of every dataset to this one.
 
@@ -237,16 +267,20 @@ class StreamingWrapper(IterableDataset[Any]):
         assert state is not None
         world = int(state.get("world_size", topology.world_size))
         nw, bs = max(1, state["num_workers"]), state["batch_size"]
-        if not self._elastic_resume or (world, nw, bs) == (
-            topology.world_size,
-            topology.num_workers,
-            self._loader_batch_size(),
+        foreign = any(isinstance(ds, ForeignDataset) for ds in self._datasets)
+        if (
+            not self._elastic_resume
+            or foreign
+            or (world, nw, bs)
+            == (
+                topology.world_size,
+                topology.num_workers,
+                self._loader_batch_size(),
+            )
         ):
             return
         epoch, n = state["epoch"], state["num_samples_yielded"]
-        saved_bs, saved_nw = self.batch_size, self.num_workers
-        self.set_batch_size(bs)
-        try:
+        with self._batch_of_state(bs):
             per_dataset: list[list[list[int]]] = [[] for _ in self._datasets]
             for r in range(world):
                 old = Topology(world, r, nw)
@@ -261,10 +295,8 @@ class StreamingWrapper(IterableDataset[Any]):
                 for d in range(len(self._datasets)):
                     per_dataset[d].append([row[d] for row in rows])
             drops = [ds._drop_last(Topology(world, 0, nw)) for ds in self._datasets]
-        finally:
-            self.set_batch_size(saved_bs)
-            self.num_workers = saved_nw
         for ds, counts_d, drop in zip(self._datasets, per_dataset, drops, strict=True):
+            assert isinstance(ds, StreamingDataset)
             segments = list(ds._elastic[1]) if ds._elastic is not None and ds._elastic[0] == epoch else []
             segments.append(
                 {
@@ -379,6 +411,9 @@ class StreamingWrapper(IterableDataset[Any]):
                 f"a {type(self).__name__} of {len(self._datasets)} datasets?"
             )
         for i, ds in enumerate(self._datasets):
+            if isinstance(ds, ForeignDataset):
+                ds.validate(state[str(i)])
+                continue
             saved = ds.current_epoch
             if _state.validate(ds, state[str(i)]) is None:
                 ds.current_epoch = saved
@@ -456,6 +491,7 @@ class StreamingWrapper(IterableDataset[Any]):
         }
         if cycles:
             out["num_cycles"] = cycles
+        out["aiolit_rank"] = topology.rank
         self._save_extra(out)
         return out
 
@@ -472,14 +508,19 @@ class StreamingWrapper(IterableDataset[Any]):
         else:
             if not isinstance(per_worker, dict):
                 raise StateDictError("num_samples_yielded must be a dict of worker -> per-dataset counts")
-            topology, _ = self._topology()
+            here, _ = self._topology()
+            # The counts are those of the rank and topology that took the state.
+            world = int(first.get("world_size") or here.world_size)
+            rank = int(obj.get("aiolit_rank", here.rank))
+            topology = Topology(world, min(rank, world - 1), max(1, nw))
             cycles = obj.get("num_cycles") or {}
             n = 0
-            for key, counts in per_worker.items():
-                w = int(key)
-                cyc = cycles.get(key, cycles.get(w))
-                c = self._count_at(topology, w, epoch, [int(x) for x in counts], cyc)
-                n += -(-c // bs) * bs
+            with self._batch_of_state(bs):
+                for key, counts in per_worker.items():
+                    w = int(key)
+                    cyc = cycles.get(key, cycles.get(w))
+                    c = self._count_at(topology, w, epoch, [int(x) for x in counts], cyc)
+                    n += -(-c // bs) * bs
         self._set_resume(epoch, n, nw, bs, first.get("world_size"))
         return n
 

@@ -188,7 +188,9 @@ class StreamingDataset(IterableDataset[Any]):
         )
         config = self.source.index.config
         expected = self.source.index.item_loader
-        if expected == "ParquetLoader" and not isinstance(item_loader, ParquetLoader):
+        # No chunks (optimize kept no input): an empty dataset, whatever loader or key is given.
+        empty = not self.source.entries
+        if not empty and expected == "ParquetLoader" and not isinstance(item_loader, ParquetLoader):
             raise ValueError(
                 f"item_loader: {self.source.url} is a Parquet dataset (indexed by index_parquet_dataset); "
                 "read it with StreamingDataset(..., item_loader=ParquetLoader())"
@@ -196,13 +198,14 @@ class StreamingDataset(IterableDataset[Any]):
         self.item_loader: BaseItemLoader = item_loader or (
             TokensLoader() if expected == "TokensLoader" else PyTreeLoader()
         )
-        if self.item_loader.name != expected:
+        if not empty and self.item_loader.name != expected:
             raise ValueError(
                 f"item_loader: the dataset at {self.source.url} was written for {expected}, "
                 f"got {type(self.item_loader).__name__}"
             )
-        check_encryption(config, encryption, f"encryption: the dataset at {self.source.url}")
-        self.item_loader.setup(self.source.index, serializers=serializers, allow_pickle=allow_pickle)
+        if not empty:
+            check_encryption(config, encryption, f"encryption: the dataset at {self.source.url}")
+            self.item_loader.setup(self.source.index, serializers=serializers, allow_pickle=allow_pickle)
         self._units = [self.item_loader.units(e) for e in self.source.entries]
         self.intervals: list[Interval] = chunk_intervals(
             self._units, subsample=self.subsample, shuffle=shuffle, seed=seed
@@ -557,7 +560,9 @@ class StreamingDataset(IterableDataset[Any]):
             and isinstance(self.item_loader, PyTreeLoader)
             and not self._cached(chunk_id)
         ):
-            return self.item_loader.decode(_loop.run(source.fetch_item(chunk_id, k)))
+            payload = _loop.run(source.fetch_item(chunk_id, k))
+            if payload:  # empty: an Arrow-footer chunk (rows after the items), read whole below
+                return self.item_loader.decode(payload)
         return self.item_loader.load(_loop.run(self._aopen(chunk_id)), k)
 
     async def aget(self, index: int) -> Any:
@@ -566,14 +571,19 @@ class StreamingDataset(IterableDataset[Any]):
         source = self.source
         if source.in_place:
             item = self.item_loader.load(self._open_cached(chunk_id), k)
-        elif (
-            source.range_readable
-            and isinstance(self.item_loader, PyTreeLoader)
-            and not self._cached(chunk_id)
-        ):
-            item = self.item_loader.decode(await source.fetch_item(chunk_id, k))
         else:
-            item = self.item_loader.load(await self._aopen(chunk_id), k)
+            payload = b""
+            if (
+                source.range_readable
+                and isinstance(self.item_loader, PyTreeLoader)
+                and not self._cached(chunk_id)
+            ):
+                payload = await source.fetch_item(chunk_id, k)
+            # empty: not range-read, or an Arrow-footer chunk (rows after the items)
+            if payload and isinstance(self.item_loader, PyTreeLoader):
+                item = self.item_loader.decode(payload)
+            else:
+                item = self.item_loader.load(await self._aopen(chunk_id), k)
         for f in self._transforms():
             item = f(item)
         return item
