@@ -10,7 +10,8 @@ keeps working for code written against LitData. Each message says what failed an
     ├── FormatError (ValueError)              bytes or index.json that do not follow the format
     │   ├── CorruptChunkError                 a chunk header/payload that is out of bounds or truncated
     │   ├── UnsafeFilenameError               a chunk name in an index that would escape its directory
-    │   └── PickleNotAllowedError             a `pickle` field without ``allow_pickle=True``
+    │   ├── PickleNotAllowedError             a `pickle` field without ``allow_pickle=True``
+    │   └── NotOptimizedError (FileNotFoundError)   a folder/prefix with no index.json: not an optimized dataset
     ├── EncryptionError (ValueError)          wrong/missing key, or an index/encryption mismatch
     │   └── DecryptionError (cryptography.fernet.InvalidToken)   the key does not decrypt the data
     ├── StoreError (OSError)                  an object-store request failed
@@ -18,6 +19,7 @@ keeps working for code written against LitData. Each message says what failed an
     │   │   └── NoFilesFoundError (ValueError)   StreamingRawDataset: no (matching) files in input_dir
     │   ├── StorePermissionError (PermissionError)   auth / permission: not retried
     │   ├── TransientStoreError               5xx, throttling, timeouts, resets, short reads: retried
+    │   ├── PreconditionFailedError           a conditional write lost: the object changed (or exists)
     │   └── RetriesExhaustedError             the retry policy gave up (names URL, range, status, attempts)
     ├── StateDictError (ValueError)           a resume state that does not match this dataset
     ├── OptimizeError (RuntimeError)          optimize/map failed: names the input and carries the traceback
@@ -37,9 +39,11 @@ __all__ = [
     "FormatError",
     "LoopError",
     "NoFilesFoundError",
+    "NotOptimizedError",
     "ObjectNotFoundError",
     "OptimizeError",
     "PickleNotAllowedError",
+    "PreconditionFailedError",
     "RetriesExhaustedError",
     "StateDictError",
     "StoreError",
@@ -67,6 +71,10 @@ class UnsafeFilenameError(FormatError):
 
 class PickleNotAllowedError(FormatError):
     """A field is stored with the ``pickle`` serializer and ``allow_pickle=True`` was not given."""
+
+
+class NotOptimizedError(FormatError, FileNotFoundError):
+    """A folder or bucket prefix holds no ``index.json``: it is not an optimized dataset."""
 
 
 class EncryptionError(AiolitError, ValueError):
@@ -123,6 +131,10 @@ class StorePermissionError(StoreError, PermissionError):
 
 class TransientStoreError(StoreError):
     """A failure worth retrying: 5xx, throttling, timeouts, connection resets, short reads."""
+
+
+class PreconditionFailedError(StoreError):
+    """A conditional write was refused: the object changed since it was read, or already exists."""
 
 
 class RetriesExhaustedError(StoreError):

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from aiolit import _loop
 from aiolit.errors import FormatError, ObjectNotFoundError
-from aiolit.raw.indexer import (
+from aiolit.index.raw import (
     INDEX_FILENAME,
     BaseIndexer,
     FileIndexer,

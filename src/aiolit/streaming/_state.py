@@ -8,11 +8,12 @@ needs the workers.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiolit.errors import StateDictError
 from aiolit.streaming._plan import (
     EpochPlan,
+    Interval,
     ResumePlan,
     Topology,
     remaining,
@@ -20,10 +21,38 @@ from aiolit.streaming._plan import (
     worker_budgets,
 )
 
-if TYPE_CHECKING:
-    from aiolit.streaming.dataset import StreamingDataset
-
 __all__ = ["dataset_state", "elastic_plan", "resume_counts", "settle", "validate"]
+
+
+class StreamingDataset(Protocol):
+    """What the resume logic reads and sets on a ``StreamingDataset`` (typed structurally, so this
+    module does not import ``dataset.py``, which imports it)."""
+
+    input_dir: Any
+    item_loader: Any
+    source: Any
+    _user_loader: bool
+    intervals: list[Interval]
+    current_epoch: int
+    seed: int
+    shuffle: bool
+    drop_last: bool | None
+    force_override_state_dict: bool
+    batch_size: int
+    _resume: dict[str, Any] | None
+    _elastic: tuple[int, list[dict[str, Any]]] | None
+    __dict__: dict[str, Any]
+
+    def _topology(self, iterating: bool = False) -> tuple[Topology, int]: ...
+
+    def _drop_last(self, topology: Topology) -> bool: ...
+
+    def _plan(
+        self, topology: Topology, epoch: int, *, batch_size: int | None = None, drop_last: bool | None = None
+    ) -> EpochPlan | ResumePlan: ...
+
+    def set_shuffle(self, shuffle: bool) -> None: ...
+
 
 _REQUIRED = ("num_samples_yielded", "num_workers", "batch_size", "current_epoch", "seed", "shuffle")
 
@@ -71,7 +100,7 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def epoch_complete(state: dict[str, Any]) -> bool:
+def epoch_complete(state: dict[str, Any], rank: int = 0) -> bool:
     """Whether ``state`` was taken once its loader had yielded its whole epoch (on this rank).
 
     Computed from the state alone: its regions of interest, topology and batch size give the
@@ -87,17 +116,11 @@ def epoch_complete(state: dict[str, Any]) -> bool:
         bs = max(1, int(state["batch_size"]))
         drop = bool(state.get("drop_last", world > 1))
         budgets = worker_budgets(num_items, world, nw, batch_size=bs, drop_last=drop)
-        rank = min(_distributed_rank(), world - 1)
+        rank = min(rank, world - 1)
         batches = sum(-(-int(b) // bs) for b in budgets[rank])
         return int(state["num_samples_yielded"]) >= batches * bs
     except (TypeError, ValueError):
         return False
-
-
-def _distributed_rank() -> int:
-    from aiolit.streaming.dataset import _distributed
-
-    return _distributed()[1]
 
 
 def validate(ds: StreamingDataset, state: dict[str, Any]) -> dict[str, Any] | None:
@@ -125,7 +148,7 @@ def validate(ds: StreamingDataset, state: dict[str, Any]) -> dict[str, Any] | No
     if ds.drop_last is not None:
         mine["drop_last"] = ds.drop_last
     bad = [k for k, v in mine.items() if k in state and not _same(state[k], v)]
-    if bad and not ds.force_override_state_dict and epoch_complete(state):
+    if bad and not ds.force_override_state_dict and epoch_complete(state, ds._topology()[0].rank):
         # Taken at the end of an epoch (of another dataset, or other settings): nothing of it
         # is left to resume, only the epoch carries over (as LitData). ``None``: start afresh.
         ds.current_epoch = int(state["current_epoch"]) + 1

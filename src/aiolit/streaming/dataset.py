@@ -45,6 +45,26 @@ def _distributed() -> tuple[int, int]:
     return world, rank
 
 
+def _warn_uneven_ranks(world_size: int) -> None:
+    """LitData warns too: with drop_last=False ranks may get different batch counts."""
+    import sys
+    import warnings
+
+    # Point the warning at the first caller outside aiolit (the user's len() or loop).
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(
+        f"drop_last=False with {world_size} ranks: the ranks may get different numbers of batches, "
+        "and a training loop that runs collectives (DDP's all-reduce) then hangs on the rank with "
+        "more batches. Leave drop_last unset (True when the world size is above 1) unless every "
+        "rank can stop on its own.",
+        UserWarning,
+        stacklevel=level,
+    )
+
+
 class StreamingDataset(IterableDataset[Any]):
     """Stream an optimized (LitData-format) dataset from a local directory or an object store.
 
@@ -61,7 +81,8 @@ class StreamingDataset(IterableDataset[Any]):
         Shuffle chunks and the items inside them, per ``(seed, epoch)``.
     drop_last : bool, optional
         Drop the samples that do not fill a batch on every rank. ``None``: True when the world
-        size is above 1.
+        size is above 1. ``False`` with several ranks warns (as LitData does): the ranks may then
+        get different numbers of batches.
     seed : int
         Shuffle seed.
     serializers : dict, optional
@@ -172,7 +193,7 @@ class StreamingDataset(IterableDataset[Any]):
                 raise ValueError(
                     f"item_loader: {url} is read as Parquet; use StreamingDataset(..., item_loader=ParquetLoader())"
                 )
-            from aiolit.processing.hf import index_hf_dataset
+            from aiolit.index.hf import index_hf_dataset
 
             index_path = index_hf_dataset(
                 url, None if cache_dir is None else os.fspath(cache_dir), storage_options
@@ -281,6 +302,8 @@ class StreamingDataset(IterableDataset[Any]):
         return Topology(world, rank, 1 if iterating else self.num_workers), 0
 
     def _drop_last(self, topology: Topology) -> bool:
+        if self.drop_last is False and topology.world_size > 1 and get_worker_info() is None:
+            _warn_uneven_ranks(topology.world_size)
         return self.drop_last if self.drop_last is not None else topology.world_size > 1
 
     def _plan(
