@@ -561,7 +561,12 @@ class StreamingDataset(IterableDataset[Any]):
         return iv.chunk, iv.start + index - self._starts[j]
 
     def __getitem__(self, index: Any) -> Any:
-        """``ds[i]``: sample ``i`` of the (subsampled) dataset, transformed; ``ds[a:b]``: a list."""
+        """``ds[i]``: sample ``i`` of the (subsampled) dataset, transformed; ``ds[a:b]``: a list.
+
+        ``ds["key"]``: the sample ``key_fn`` gave that key (see :meth:`get_by_key`).
+        """
+        if isinstance(index, str):
+            return self.get_by_key(index)
         if isinstance(index, _Located):
             item = self.item_loader.load(index.chunk, index.k)
         elif isinstance(index, slice):
@@ -588,9 +593,35 @@ class StreamingDataset(IterableDataset[Any]):
                 return self.item_loader.decode(payload)
         return self.item_loader.load(_loop.run(self._aopen(chunk_id)), k)
 
-    async def aget(self, index: int) -> Any:
-        """``await ds.aget(i)``: :meth:`__getitem__` for an int, on the caller's loop."""
-        chunk_id, k = self._locate(index)
+    def get_by_key(self, key: Any) -> Any:
+        """The sample whose ``optimize(key_fn=...)`` key is ``key`` (a str or an int), transformed.
+
+        Raises
+        ------
+        KeyError
+            No sample has this key, or the dataset was written without ``key_fn``.
+        """
+        from aiolit import _loop
+
+        return _loop.run(self.aget_by_key(key))
+
+    async def aget_by_key(self, key: Any) -> Any:
+        """:meth:`get_by_key` on the caller's loop."""
+        from aiolit.streaming._keys import load_key_rows, locate_key
+
+        rows = self.__dict__.get("_key_rows")
+        if rows is None:
+            rows = self.__dict__["_key_rows"] = await load_key_rows(self.source)
+        chunk_id, k = locate_key(rows, [e.chunk_size for e in self.source.entries], key)
+        return await self._aget_located(chunk_id, k)
+
+    async def aget(self, index: int | str) -> Any:
+        """``await ds.aget(i)``: :meth:`__getitem__` for an int (or a key), on the caller's loop."""
+        if isinstance(index, str):
+            return await self.aget_by_key(index)
+        return await self._aget_located(*self._locate(index))
+
+    async def _aget_located(self, chunk_id: int, k: int) -> Any:
         source = self.source
         if source.in_place:
             item = self.item_loader.load(self._open_cached(chunk_id), k)
