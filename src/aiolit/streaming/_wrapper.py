@@ -369,6 +369,28 @@ class StreamingWrapper(IterableDataset[Any]):
             yield item
         self._finish_epoch()
 
+    async def aclose(self) -> None:
+        """Close every inner dataset (:meth:`StreamingDataset.aclose`)."""
+        for ds in self._datasets:
+            await ds.aclose()
+
+    def close(self) -> None:
+        """Close every inner dataset, from sync code."""
+        for ds in self._datasets:
+            ds.close()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # -- state ----------------------------------------------------------------------------------
 
     def _dataset_states(self, totals: Sequence[int], num_workers: int, batch_size: int) -> dict[str, Any]:

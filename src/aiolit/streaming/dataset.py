@@ -10,9 +10,11 @@ decodes samples from mmaps in the consumer's thread (:mod:`._run`).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -23,7 +25,7 @@ from aiolit.streaming import _state
 from aiolit.streaming._cache import parse_size
 from aiolit.streaming._plan import EpochPlan, Interval, ResumePlan, Topology, chunk_intervals
 from aiolit.streaming._resolve import Dir, resolve_dir
-from aiolit.streaming._run import Need, Run
+from aiolit.streaming._run import _BATCH, Need, Run
 from aiolit.streaming._source import DataSource, OpenChunk
 from aiolit.streaming.item_loader import BaseItemLoader, ParquetLoader, PyTreeLoader, TokensLoader
 
@@ -32,6 +34,14 @@ __all__ = ["StreamingDataset"]
 # Largest token batch a loader worker sends pickled through its pipe rather than in shared memory
 # (measured: pickling wins below ~0.5 MB, the fd handshake of shared memory above).
 _PIPE_BYTES = 512 * 1024
+
+# Items at least this large are decoded by ``aget`` in a worker thread rather than on the loop.
+_DECODE_INLINE_BYTES = 1 << 20
+
+# Longest stretch (seconds) an ``async for`` runs on the caller's loop without handing it back,
+# and the most samples it decodes between two looks at the clock (fast samples).
+_SLICE = 0.001
+_MAX_BATCH = 256
 
 
 def _distributed() -> tuple[int, int]:
@@ -519,8 +529,11 @@ class StreamingDataset(IterableDataset[Any]):
     async def _aiter_at(self, at: tuple[int, int] | None) -> AsyncIterator[Any]:
         """:meth:`_iter_at` for ``async for``."""
         run = self._new_run(at)
-        walk = run.walk()
+        walk = run.walk(pause=True)
         reply: OpenChunk | None = None
+        clock = time.perf_counter
+        last = clock()
+        due = last + _SLICE
         try:
             while True:
                 try:
@@ -529,7 +542,23 @@ class StreamingDataset(IterableDataset[Any]):
                     break
                 reply = None
                 if type(out) is Need:
-                    reply = await run.open_async(out.step)
+                    if out.step >= 0:
+                        reply = await run.open_async(out.step)
+                        last = clock()
+                        due = last + _SLICE
+                        continue
+                    # A batch of samples (decode and the consumer's work) is done. Keep a batch
+                    # well under _SLICE, and hand the loop back once _SLICE has passed.
+                    now = clock()
+                    per_item = (now - last) / max(1, out.items)
+                    run.batch = (
+                        max(1, min(_MAX_BATCH, int(_SLICE / 4 / per_item))) if per_item > 0 else _BATCH
+                    )
+                    if now >= due:
+                        await asyncio.sleep(0)
+                        now = clock()
+                        due = now + _SLICE
+                    last = now
                     continue
                 yield out
             if at is None:
@@ -537,6 +566,33 @@ class StreamingDataset(IterableDataset[Any]):
         finally:
             walk.close()
             await run.aclose()
+
+    # -- closing --------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release what this dataset holds open: ``await ds.aclose()`` when a service is done.
+
+        Stops the prefetchers of this loop's unfinished ``async for`` iterators (broken out of,
+        cancelled or abandoned) and closes the connections of this loop and of aiolit's loop
+        thread. The dataset stays usable: a later read reopens what it needs.
+        """
+        await self.source.aclose()
+
+    def close(self) -> None:
+        """:meth:`aclose` for sync code (``with StreamingDataset(...) as ds:``)."""
+        self.source.close()
+
+    async def __aenter__(self) -> StreamingDataset:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> StreamingDataset:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def subset(self, indices: Sequence[int] | slice) -> StreamingDataset:
         """A copy restricted to the given sample indices (or a slice), in that order."""
@@ -607,21 +663,28 @@ class StreamingDataset(IterableDataset[Any]):
 
     async def aget_by_key(self, key: Any) -> Any:
         """:meth:`get_by_key` on the caller's loop."""
+        from aiolit import _loop
         from aiolit.streaming._keys import load_key_rows, locate_key
 
         rows = self.__dict__.get("_key_rows")
-        if rows is None:
-            rows = self.__dict__["_key_rows"] = await load_key_rows(self.source)
+        if rows is None:  # read on aiolit's loop thread, as aget's chunk reads
+            rows = self.__dict__["_key_rows"] = await _loop.hop(load_key_rows(self.source))
         chunk_id, k = locate_key(rows, [e.chunk_size for e in self.source.entries], key)
         return await self._aget_located(chunk_id, k)
 
     async def aget(self, index: int | str) -> Any:
-        """``await ds.aget(i)``: :meth:`__getitem__` for an int (or a key), on the caller's loop."""
+        """``await ds.aget(i)``: :meth:`__getitem__` for an int (or a key), awaited on the caller's loop.
+
+        Remote reads run on aiolit's loop thread (the caller's loop only waits); large items are
+        decoded in a worker thread.
+        """
         if isinstance(index, str):
             return await self.aget_by_key(index)
         return await self._aget_located(*self._locate(index))
 
     async def _aget_located(self, chunk_id: int, k: int) -> Any:
+        from aiolit import _loop
+
         source = self.source
         if source.in_place:
             item = self.item_loader.load(self._open_cached(chunk_id), k)
@@ -632,12 +695,15 @@ class StreamingDataset(IterableDataset[Any]):
                 and isinstance(self.item_loader, PyTreeLoader)
                 and not self._cached(chunk_id)
             ):
-                payload = await source.fetch_item(chunk_id, k)
+                payload = await _loop.hop(source.fetch_item(chunk_id, k))
             # empty: not range-read, or an Arrow-footer chunk (rows after the items)
             if payload and isinstance(self.item_loader, PyTreeLoader):
-                item = self.item_loader.decode(payload)
+                if len(payload) < _DECODE_INLINE_BYTES:
+                    item = self.item_loader.decode(payload)
+                else:
+                    item = await asyncio.to_thread(self.item_loader.decode, payload)
             else:
-                item = self.item_loader.load(await self._aopen(chunk_id), k)
+                item = self.item_loader.load(await _loop.hop(self._aopen(chunk_id)), k)
         for f in self._transforms():
             item = f(item)
         return item
