@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from aiolit.errors import LoopError
 
-__all__ = ["ensure_no_running_loop", "get_loop", "in_loop_thread", "iterate", "run"]
+__all__ = ["ensure_no_running_loop", "get_loop", "hop", "in_loop_thread", "iterate", "run"]
 
 T = TypeVar("T")
 
@@ -109,6 +109,18 @@ def run(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
         )
     future = asyncio.run_coroutine_threadsafe(coro, get_loop())
     return _wait(future, timeout)
+
+
+async def hop(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` run on aiolit's loop thread, from any running loop (no thread blocks).
+
+    The caller's loop only waits: the coroutine's own work (HTTP clients, request signing,
+    response parsing) costs that loop nothing. On aiolit's loop thread itself, ``coro`` is
+    simply awaited.
+    """
+    if in_loop_thread():
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, get_loop()))
 
 
 async def _take(iterator: AsyncIterator[T], n: int, holder: list[asyncio.Task[Any]]) -> tuple[list[T], bool]:

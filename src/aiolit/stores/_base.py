@@ -72,6 +72,10 @@ class TransferOptions:
         ``get_ranges`` merges requested ranges whose gap is at most this many bytes into one GET.
     list_page_size : int
         Keys requested per listing page.
+    max_connections : int
+        HTTP requests one store keeps in flight at once, across all calls (the connection pool of
+        S3 and GCS clients; at least ``max_concurrency``). Requests beyond it wait for a free
+        connection. Raise it for bursts of many concurrent ``aget`` calls.
     """
 
     part_size: int = 8 * MiB
@@ -79,6 +83,7 @@ class TransferOptions:
     multipart_threshold: int = 16 * MiB
     coalesce: int = 1 * MiB
     list_page_size: int = 1000
+    max_connections: int = 64
 
     @classmethod
     def pop_from(cls, options: dict[str, Any]) -> TransferOptions:

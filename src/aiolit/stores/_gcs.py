@@ -77,7 +77,9 @@ class GCSStore(ClientStore):
 
         root, dev = self._api()
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max(64, self._transfer.max_concurrency * 4)),
+            connector=aiohttp.TCPConnector(
+                limit=max(self._transfer.max_connections, self._transfer.max_concurrency)
+            ),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=self._timeout),
         )
         storage = Storage(

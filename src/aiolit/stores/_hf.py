@@ -184,7 +184,9 @@ class HFStore(Store):
         import aiohttp
 
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max(64, self._transfer.max_concurrency * 4)),
+            connector=aiohttp.TCPConnector(
+                limit=max(self._transfer.max_connections, self._transfer.max_concurrency)
+            ),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=self._timeout),
             auto_decompress=False,  # ranges and sizes are of the stored bytes
         )

@@ -159,7 +159,7 @@ class S3Store(ClientStore):
         cfg: dict[str, Any] = {
             # Our retry wrapper owns retries; botocore's would multiply the attempts.
             "retries": {"mode": "standard", "total_max_attempts": 1},
-            "max_pool_connections": max(64, self._transfer.max_concurrency * 4),
+            "max_pool_connections": max(self._transfer.max_connections, self._transfer.max_concurrency),
             # CRC checksums of every body cost CPU and some S3-compatible servers reject them.
             "request_checksum_calculation": "when_required",
             "response_checksum_validation": "when_required",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiolit import _trace
 from aiolit.streaming._prefetch import Prefetcher
-from aiolit.streaming._source import DataSource, OpenChunk
+from aiolit.streaming._source import DataSource, OpenChunk, finish_through_cancel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,13 +32,20 @@ __all__ = ["Need", "Run"]
 _BATCH = 32
 
 
-class Need:
-    """A request from :meth:`Run.walk`: open the chunk of plan step ``step``."""
+_CLOSING: set[asyncio.Task[None]] = set()  # prefetcher closes scheduled from the loop thread
 
-    __slots__ = ("step",)
+
+class Need:
+    """A request from :meth:`Run.walk`: open the chunk of plan step ``step``.
+
+    ``step == -1`` is no request but a pause point after ``items`` samples (``walk(pause=True)``).
+    """
+
+    __slots__ = ("items", "step")
 
     def __init__(self, step: int) -> None:
         self.step = step
+        self.items = 0
 
 
 class Run:
@@ -91,10 +98,19 @@ class Run:
         self.depth = depth
         self.prefetcher: Prefetcher | None = None
         self.yielded = 0
+        self.batch = _BATCH  # samples per decode batch (and between pause points) in walk()
+        self.loop: asyncio.AbstractEventLoop | None = None  # set while holding that loop's store
+        self._closing: asyncio.Future[None] | None = None
 
-    def walk(self) -> Generator[Any, OpenChunk | None, None]:
-        """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks."""
+    def walk(self, *, pause: bool = False) -> Generator[Any, OpenChunk | None, None]:
+        """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks.
+
+        ``pause``: also yield a :class:`Need` with ``step == -1`` after every batch of samples
+        (``items`` says how many): the async driver's chance to hand its loop back. Batches hold
+        ``self.batch`` samples (read at each batch), which that driver lowers for slow samples.
+        """
         plan, produce, many, finish = self.plan, self.produce, self.produce_many, self.finish
+        marker = Need(-1) if pause else None
         first, offset = self.start
         for k in range(first, len(plan.steps)):
             chunk_id = plan.steps[k].chunk
@@ -104,40 +120,40 @@ class Run:
             if offset:
                 order, offset = order[offset:], 0
             ids = order.tolist()
-            if many is None:
-                if _trace.on:
-                    for i in ids:
-                        yield _decode_one(produce, chunk, chunk_id, i)
-                    continue
-                for i in ids:
-                    yield produce(chunk, chunk_id, i)
-                continue
-            for b in range(0, len(ids), _BATCH):
-                batch = ids[b : b + _BATCH]
-                started = _trace.now() if _trace.on else None
-                try:
-                    samples = many(chunk, chunk_id, batch)
-                except Exception:
-                    # One by one, so the samples before a bad one are still yielded and the
-                    # error surfaces at the sample that caused it (as without batching).
-                    samples = None
+            b, n = 0, len(ids)
+            while b < n:
+                batch = ids[b : b + self.batch]
+                b += len(batch)
+                samples = None
+                started = None
+                if many is not None:
+                    started = _trace.now() if _trace.on else None
+                    try:
+                        samples = many(chunk, chunk_id, batch)
+                    except Exception:
+                        # One by one, so the samples before a bad one are still yielded and the
+                        # error surfaces at the sample that caused it (as without batching).
+                        samples = None
                 if samples is None:
-                    if started is not None:
+                    if _trace.on:
                         for i in batch:
                             yield _decode_one(produce, chunk, chunk_id, i)
-                        continue
-                    for i in batch:
-                        yield produce(chunk, chunk_id, i)
-                    continue
-                if started is not None:
-                    _trace.complete(
-                        "decode", "read", started, _trace.now(), {"chunk": chunk_id, "items": len(batch)}
-                    )
-                if finish is None:
-                    yield from samples
+                    else:
+                        for i in batch:
+                            yield produce(chunk, chunk_id, i)
                 else:
-                    for sample in samples:
-                        yield finish(sample)
+                    if started is not None:
+                        _trace.complete(
+                            "decode", "read", started, _trace.now(), {"chunk": chunk_id, "items": len(batch)}
+                        )
+                    if finish is None:
+                        yield from samples
+                    else:
+                        for sample in samples:
+                            yield finish(sample)
+                if marker is not None:
+                    marker.items = len(batch)
+                    yield marker
 
     def walk_batches(
         self,
@@ -230,6 +246,11 @@ class Run:
         chunk_id = self.plan.steps[step].chunk
         if self.source.in_place:
             return self._open(chunk_id, None)
+        if self.loop is None:
+            # Hold this loop's store until aclose(): a co-consumer finishing first must not close it.
+            self.source.retain_store()
+            self.loop = asyncio.get_running_loop()
+            self.source.async_runs.add(self)
         prefetcher = self._prefetcher()
         started = _trace.now() if _trace.on else None
         path = await prefetcher.get(step)
@@ -258,24 +279,53 @@ class Run:
         _trace.complete("wait for chunk", "read", started, _trace.now(), args)
 
     def close_sync(self) -> None:
-        """Stop the prefetcher (sync consumers)."""
+        """Stop the prefetcher (sync consumers), from any thread.
+
+        On aiolit's loop thread itself (a sync iterator collected there) blocking would
+        deadlock: the prefetcher is then closed by a task on that loop.
+        """
         from aiolit import _loop
 
         if self.prefetcher is not None:
             prefetcher, self.prefetcher = self.prefetcher, None
-            _loop.run(prefetcher.aclose())
+            if _loop.in_loop_thread():
+                task = _loop.get_loop().create_task(prefetcher.aclose())
+                _CLOSING.add(task)
+                task.add_done_callback(_CLOSING.discard)
+            else:
+                _loop.run(prefetcher.aclose())
         if _trace.on:
             _trace.flush()  # a DataLoader worker's file is complete at the end of each pass
 
     async def aclose(self) -> None:
-        """Stop the prefetcher (async consumers)."""
+        """Stop the prefetcher and release this loop's store (async consumers).
+
+        Idempotent: every caller (the iterator's ``finally``, ``ds.aclose()``) waits for the same
+        close, which finishes even if a caller is cancelled meanwhile.
+        """
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await finish_through_cancel(self._closing)
+
+    async def _close(self) -> None:
+        cancelled = False
         if self.prefetcher is not None:
             prefetcher, self.prefetcher = self.prefetcher, None
-            await prefetcher.aclose()
-        if not self.source.in_place:
-            await self.source.close_store()
+            try:
+                await prefetcher.aclose()
+            except asyncio.CancelledError:
+                cancelled = True
+        if self.loop is not None:
+            self.loop = None
+            self.source.async_runs.discard(self)
+            try:
+                await self.source.release_store()
+            except asyncio.CancelledError:
+                cancelled = True
         if _trace.on:
             _trace.flush()
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def _decode_one(

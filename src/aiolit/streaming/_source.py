@@ -15,6 +15,7 @@ import os
 import struct
 import threading
 import weakref
+from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,9 +40,52 @@ if TYPE_CHECKING:
     from aiolit.format import ChunkEntry, ChunkView, Encryption, Index
     from aiolit.stores import Store
 
-__all__ = ["DataSource", "OpenChunk", "map_file"]
+__all__ = ["DataSource", "OpenChunk", "finish_through_cancel", "map_file"]
 
 _INDEX = "index.json"
+# Offset tables larger than this are not fetched whole (remote ``aget`` then reads two offsets).
+_MAX_TABLE_BYTES = 4 * 2**20
+
+
+class OffsetTables:
+    """A bounded LRU of parsed chunk offset tables (chunk id -> N+1 item offsets), thread-safe.
+
+    Lets a remote ``ds[i]``/``aget`` read an item with one range GET once its chunk's header was
+    read. Holds at most ``max_bytes`` of tables.
+    """
+
+    def __init__(self, max_bytes: int = 32 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._tables: OrderedDict[int, npt.NDArray[np.uint32]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_bytes": self.max_bytes}  # pickles empty (into DataLoader workers)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_bytes"])  # type: ignore[misc]
+
+    def get(self, chunk: int) -> npt.NDArray[np.uint32] | None:
+        with self._lock:
+            table = self._tables.get(chunk)
+            if table is not None:
+                self._tables.move_to_end(chunk)
+            return table
+
+    def put(self, chunk: int, table: npt.NDArray[np.uint32]) -> None:
+        with self._lock:
+            old = self._tables.pop(chunk, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._tables[chunk] = table
+            self._bytes += table.nbytes
+            while self._bytes > self.max_bytes and len(self._tables) > 1:
+                _, dropped = self._tables.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def __len__(self) -> int:
+        return len(self._tables)
 
 
 def map_file(path: str | os.PathLike[str]) -> mmap.mmap | bytes:
@@ -192,6 +236,10 @@ class DataSource:
         self._stores = self._track_stores()
         self._cache: ChunkCache | None = None
         self._cache_lock = threading.Lock()
+        self.offset_tables = OffsetTables()
+        self._table_reads: dict[tuple[int, int], asyncio.Future[npt.NDArray[np.uint32]]] = {}
+        self._users: dict[int, int] = {}  # loop id -> async runs holding that loop's store
+        self.async_runs: weakref.WeakSet[Any] = weakref.WeakSet()  # unfinished async runs (aclose())
         self.url: str = input_dir.url or input_dir.path or ""
         self.index: Index = self._read_index(index_path)
         self.entries: list[ChunkEntry] = list(self.index.chunks)
@@ -226,12 +274,17 @@ class DataSource:
         state["_stores"] = {}
         state["_cache"] = None
         del state["_cache_lock"]
+        state["offset_tables"] = OffsetTables()
+        state["_table_reads"] = {}
+        state["_users"] = {}
+        del state["async_runs"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._cache_lock = threading.Lock()
         self._stores = self._track_stores()
+        self.async_runs = weakref.WeakSet()
 
     def _track_stores(self) -> dict[int, tuple[asyncio.AbstractEventLoop, Store]]:
         # This process's stores, closed when the source is collected or at interpreter exit.
@@ -246,6 +299,8 @@ class DataSource:
         _FORK_ORPHANS.extend(store for _, store in self._stores.values())
         self._pid, self._stores, self._cache = os.getpid(), self._track_stores(), None
         self._cache_lock = threading.Lock()
+        self.offset_tables, self._table_reads = OffsetTables(), {}
+        self._users, self.async_runs = {}, weakref.WeakSet()
 
     def _check_unknown_sizes(self) -> None:
         # chunk_bytes 0 (unknown): the file's size bounds chunk_size before anything uses it.
@@ -336,8 +391,50 @@ class DataSource:
     async def close_store(self) -> None:
         """Close the running loop's store (the caller's loop may end after an ``async for``)."""
         entry = self._stores.pop(id(asyncio.get_running_loop()), None)
+        self._users.pop(id(asyncio.get_running_loop()), None)
         if entry is not None:
-            await entry[1].aclose()
+            await _close_through_cancel(entry[1])
+
+    def retain_store(self) -> Store:
+        """The running loop's store, held until :meth:`release_store` (reference counted)."""
+        store = self.store()
+        key = id(asyncio.get_running_loop())
+        self._users[key] = self._users.get(key, 0) + 1
+        return store
+
+    async def release_store(self) -> None:
+        """Drop one hold on the running loop's store; the last one closes it."""
+        key = id(asyncio.get_running_loop())
+        left = self._users.get(key, 0) - 1
+        if left > 0:
+            self._users[key] = left
+            return
+        await self.close_store()
+
+    async def aclose(self) -> None:
+        """Stop this loop's unfinished async runs and close the stores nobody holds any more.
+
+        The running loop's store is closed here; stores of other loops that still run (aiolit's
+        own loop thread: ``ds[i]``, ``aget``, sync iteration) are closed on their loop.
+        """
+        loop = asyncio.get_running_loop()
+        for run in [r for r in self.async_runs if r.loop is loop]:
+            await run.aclose()
+        await self.close_store()
+        for key, (other, store) in list(self._stores.items()):
+            if self._users.get(key) or other.is_closed() or not other.is_running():
+                continue
+            self._stores.pop(key, None)
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(store.aclose(), other))
+
+    def close(self) -> None:
+        """:meth:`aclose` for sync code: close every store on its own loop (unfinished async
+        runs of a running loop are left to their iterators)."""
+        stores = {k: v for k, v in self._stores.items() if not self._users.get(k)}
+        for key in stores:
+            self._stores.pop(key, None)
+        _close_stores(stores, os.getpid())
 
     def cache(self, max_bytes: int) -> ChunkCache:
         """This process's cache (same object for every epoch, so its accounting carries over)."""
@@ -459,16 +556,63 @@ class DataSource:
         raise CorruptChunkError(f"{self.url}/{entry.filename}: downloaded twice, still corrupt: {problem}")
 
     async def fetch_item(self, i: int, k: int) -> bytes:
-        """Read item ``k`` of (uncompressed, unencrypted) chunk ``i`` with two range requests."""
+        """Read item ``k`` of (uncompressed, unencrypted) chunk ``i`` by byte range.
+
+        One range GET once the chunk's offset table is known (:class:`OffsetTables`); the first
+        read of a chunk also GETs its header (one request, shared by concurrent readers).
+        """
         entry = self.entries[i]
-        store = self.store()
-        pair = await store.get_range(entry.filename, 4 * (1 + k), 4 * (1 + k) + 8)
-        if len(pair) != 8:
-            raise CorruptChunkError(f"{self.url}/{entry.filename}: truncated header at item {k}")
-        start, end = struct.unpack("<II", pair)
-        if not 0 < start <= end or (entry.chunk_bytes and end > int(entry.chunk_bytes)):
+        store = self.store()  # first: it also resets per-process state after a fork
+        offsets = self.offset_tables.get(i)
+        if offsets is None:
+            offsets = await self._offsets(i)
+        if offsets is None:  # a header too large to keep: read this item's two offsets
+            pair = await store.get_range(entry.filename, 4 * (1 + k), 4 * (1 + k) + 8)
+            if len(pair) != 8:
+                raise CorruptChunkError(f"{self.url}/{entry.filename}: truncated header at item {k}")
+            start, end = struct.unpack("<II", pair)
+        else:
+            start, end = int(offsets[k]), int(offsets[k + 1])
+        limit = int(entry.chunk_bytes) or end  # chunk_bytes 0: unknown
+        if not 0 < start <= end <= limit:
             raise CorruptChunkError(f"{self.url}/{entry.filename}: bad offsets {start}..{end} for item {k}")
         return await store.get_range(entry.filename, start, end)
+
+    async def _offsets(self, i: int) -> npt.NDArray[np.uint32] | None:
+        """Chunk ``i``'s offset table (GET of its header, one in flight per chunk and loop)."""
+        entry = self.entries[i]
+        n = int(entry.chunk_size)
+        size = 4 * (n + 2)
+        if size > _MAX_TABLE_BYTES:
+            return None
+        if entry.chunk_bytes and size > int(entry.chunk_bytes):
+            raise CorruptChunkError(
+                f"{self.url}/{entry.filename}: the index lists {n} items, more than "
+                f"{entry.chunk_bytes} bytes can hold"
+            )
+        key = (id(asyncio.get_running_loop()), i)
+        pending = self._table_reads.get(key)
+        if pending is None:
+            pending = self._table_reads[key] = asyncio.ensure_future(self._read_table(i, size))
+            pending.add_done_callback(lambda _: self._table_reads.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _read_table(self, i: int, size: int) -> npt.NDArray[np.uint32]:
+        from aiolit._fast import parse_offsets
+
+        entry = self.entries[i]
+        n = int(entry.chunk_size)
+        header = await self.store().get_range(entry.filename, 0, size)
+        where = f"{self.url}/{entry.filename}"
+        if len(header) != size or struct.unpack_from("<I", header)[0] != n:
+            raise CorruptChunkError(f"{where}: header does not hold the {n} items the index lists")
+        limit = int(entry.chunk_bytes) or -1
+        try:
+            table = np.array(parse_offsets(header, 4, n, size, limit))
+        except ValueError as exc:
+            raise CorruptChunkError(f"{where}: {exc}") from None
+        self.offset_tables.put(i, table)
+        return table
 
     @property
     def range_readable(self) -> bool:
@@ -510,6 +654,25 @@ def _close_stores(stores: dict[int, tuple[asyncio.AbstractEventLoop, Store]], pi
             future.result(timeout=5)
         except Exception:  # best effort: a store that fails to close must not break teardown
             future.cancel()
+
+
+async def _close_through_cancel(store: Store) -> None:
+    await finish_through_cancel(asyncio.ensure_future(store.aclose()))
+
+
+async def finish_through_cancel(closing: asyncio.Future[None]) -> None:
+    """Wait for ``closing`` to the end even when the waiting task is cancelled meanwhile (as
+    ``asyncio.run`` cancels every task left when the main coroutine returns); then re-raise."""
+    cancelled = False
+    while not closing.done():
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            if closing.cancelled():
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _decompress_to(src: Path, dst: Path, filename: str, chunk_bytes: int) -> None:

@@ -10,9 +10,11 @@ decodes samples from mmaps in the consumer's thread (:mod:`._run`).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -21,9 +23,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from aiolit.format import check_encryption
 from aiolit.streaming import _state
 from aiolit.streaming._cache import parse_size
-from aiolit.streaming._plan import EpochPlan, Interval, Topology, chunk_intervals
+from aiolit.streaming._plan import EpochPlan, Interval, ResumePlan, Topology, chunk_intervals
 from aiolit.streaming._resolve import Dir, resolve_dir
-from aiolit.streaming._run import Need, Run
+from aiolit.streaming._run import _BATCH, Need, Run
 from aiolit.streaming._source import DataSource, OpenChunk
 from aiolit.streaming.item_loader import BaseItemLoader, ParquetLoader, PyTreeLoader, TokensLoader
 
@@ -32,6 +34,14 @@ __all__ = ["StreamingDataset"]
 # Largest token batch a loader worker sends pickled through its pipe rather than in shared memory
 # (measured: pickling wins below ~0.5 MB, the fd handshake of shared memory above).
 _PIPE_BYTES = 512 * 1024
+
+# Items at least this large are decoded by ``aget`` in a worker thread rather than on the loop.
+_DECODE_INLINE_BYTES = 1 << 20
+
+# Longest stretch (seconds) an ``async for`` runs on the caller's loop without handing it back,
+# and the most samples it decodes between two looks at the clock (fast samples).
+_SLICE = 0.001
+_MAX_BATCH = 256
 
 
 def _distributed() -> tuple[int, int]:
@@ -247,6 +257,9 @@ class StreamingDataset(IterableDataset[Any]):
         # starts an iterator with torch's batching off.
         self._loader_batch: tuple[int, bool] | None = None
         self._resume: dict[str, Any] | None = None
+        # (epoch, segments): that epoch was interrupted under other topologies and resumes
+        # elastically (see _state.elastic_plan); other epochs plan as usual.
+        self._elastic: tuple[int, list[dict[str, Any]]] | None = None
         self._world: tuple[int, int] | None = None
 
     # -- LitData setters ------------------------------------------------------------------------
@@ -291,26 +304,40 @@ class StreamingDataset(IterableDataset[Any]):
         """Record the world size/rank now (the loader calls it before starting its workers)."""
         self._world = _distributed()
 
-    def _topology(self) -> tuple[Topology, int]:
+    def _topology(self, iterating: bool = False) -> tuple[Topology, int]:
+        """``(topology, worker id)``; ``iterating``: of a pass running in this process.
+
+        In the main process the topology is the loader's (``num_workers`` as set by it) for
+        lengths and states, but a pass iterated here is a single stream: a loader built on
+        this dataset does not change what ``for x in ds`` yields.
+        """
         info = get_worker_info()
         if info is not None:
             # Loader workers do not inherit the process group: use what the parent recorded.
             world, rank = self._world or _distributed()
             return Topology(world, rank, info.num_workers), info.id
         world, rank = _distributed()
-        return Topology(world, rank, self.num_workers), 0
+        return Topology(world, rank, 1 if iterating else self.num_workers), 0
 
     def _drop_last(self, topology: Topology) -> bool:
         if self.drop_last is False and topology.world_size > 1 and get_worker_info() is None:
             _warn_uneven_ranks(topology.world_size)
         return self.drop_last if self.drop_last is not None else topology.world_size > 1
 
-    def _plan(self, topology: Topology, epoch: int) -> EpochPlan:
+    def _plan(
+        self, topology: Topology, epoch: int, *, batch_size: int | None = None, drop_last: bool | None = None
+    ) -> EpochPlan | ResumePlan:
+        """The plan of ``epoch`` for ``topology`` (the rest of it, when resumed elastically)."""
+        bs = self.batch_size if batch_size is None else batch_size
+        drop = self._drop_last(topology) if drop_last is None else drop_last
+        elastic = self._elastic
+        if elastic is not None and elastic[0] == epoch and elastic[1]:
+            return _state.elastic_plan(self, elastic[1], topology, epoch, bs, drop)
         return EpochPlan(
             self.intervals,
             topology,
-            batch_size=self.batch_size,
-            drop_last=self._drop_last(topology),
+            batch_size=bs,
+            drop_last=drop,
             shuffle=self.shuffle,
             seed=self.seed,
             epoch=epoch,
@@ -331,7 +358,7 @@ class StreamingDataset(IterableDataset[Any]):
         return max(1, self.max_cache_size // (topology.num_workers * max(1, local)))
 
     def _new_run(self, at: tuple[int, int] | None = None) -> Run:
-        topology, worker_id = self._topology()
+        topology, worker_id = self._topology(iterating=True)
         epoch = self.current_epoch
         start = (0, 0)
         if at is not None:
@@ -340,6 +367,8 @@ class StreamingDataset(IterableDataset[Any]):
             plan = self._plan(topology, epoch)
             start = plan.worker(worker_id).locate(at[1])
         elif self._resume is not None:
+            _state.settle(self, topology)
+            assert self._resume is not None
             epoch, counts = _state.resume_counts(self, self._resume, topology)
             plan = self._plan(topology, epoch)
             start = plan.worker(worker_id).locate(counts[worker_id])
@@ -508,8 +537,11 @@ class StreamingDataset(IterableDataset[Any]):
     async def _aiter_at(self, at: tuple[int, int] | None) -> AsyncIterator[Any]:
         """:meth:`_iter_at` for ``async for``."""
         run = self._new_run(at)
-        walk = run.walk()
+        walk = run.walk(pause=True)
         reply: OpenChunk | None = None
+        clock = time.perf_counter
+        last = clock()
+        due = last + _SLICE
         try:
             while True:
                 try:
@@ -518,7 +550,23 @@ class StreamingDataset(IterableDataset[Any]):
                     break
                 reply = None
                 if type(out) is Need:
-                    reply = await run.open_async(out.step)
+                    if out.step >= 0:
+                        reply = await run.open_async(out.step)
+                        last = clock()
+                        due = last + _SLICE
+                        continue
+                    # A batch of samples (decode and the consumer's work) is done. Keep a batch
+                    # well under _SLICE, and hand the loop back once _SLICE has passed.
+                    now = clock()
+                    per_item = (now - last) / max(1, out.items)
+                    run.batch = (
+                        max(1, min(_MAX_BATCH, int(_SLICE / 4 / per_item))) if per_item > 0 else _BATCH
+                    )
+                    if now >= due:
+                        await asyncio.sleep(0)
+                        now = clock()
+                        due = now + _SLICE
+                    last = now
                     continue
                 yield out
             if at is None:
@@ -526,6 +574,33 @@ class StreamingDataset(IterableDataset[Any]):
         finally:
             walk.close()
             await run.aclose()
+
+    # -- closing --------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release what this dataset holds open: ``await ds.aclose()`` when a service is done.
+
+        Stops the prefetchers of this loop's unfinished ``async for`` iterators (broken out of,
+        cancelled or abandoned) and closes the connections of this loop and of aiolit's loop
+        thread. The dataset stays usable: a later read reopens what it needs.
+        """
+        await self.source.aclose()
+
+    def close(self) -> None:
+        """:meth:`aclose` for sync code (``with StreamingDataset(...) as ds:``)."""
+        self.source.close()
+
+    async def __aenter__(self) -> StreamingDataset:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> StreamingDataset:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def subset(self, indices: Sequence[int] | slice) -> StreamingDataset:
         """A copy restricted to the given sample indices (or a slice), in that order."""
@@ -596,21 +671,28 @@ class StreamingDataset(IterableDataset[Any]):
 
     async def aget_by_key(self, key: Any) -> Any:
         """:meth:`get_by_key` on the caller's loop."""
+        from aiolit import _loop
         from aiolit.streaming._keys import load_key_rows, locate_key
 
         rows = self.__dict__.get("_key_rows")
-        if rows is None:
-            rows = self.__dict__["_key_rows"] = await load_key_rows(self.source)
+        if rows is None:  # read on aiolit's loop thread, as aget's chunk reads
+            rows = self.__dict__["_key_rows"] = await _loop.hop(load_key_rows(self.source))
         chunk_id, k = locate_key(rows, [e.chunk_size for e in self.source.entries], key)
         return await self._aget_located(chunk_id, k)
 
     async def aget(self, index: int | str) -> Any:
-        """``await ds.aget(i)``: :meth:`__getitem__` for an int (or a key), on the caller's loop."""
+        """``await ds.aget(i)``: :meth:`__getitem__` for an int (or a key), awaited on the caller's loop.
+
+        Remote reads run on aiolit's loop thread (the caller's loop only waits); large items are
+        decoded in a worker thread.
+        """
         if isinstance(index, str):
             return await self.aget_by_key(index)
         return await self._aget_located(*self._locate(index))
 
     async def _aget_located(self, chunk_id: int, k: int) -> Any:
+        from aiolit import _loop
+
         source = self.source
         if source.in_place:
             item = self.item_loader.load(self._open_cached(chunk_id), k)
@@ -621,12 +703,15 @@ class StreamingDataset(IterableDataset[Any]):
                 and isinstance(self.item_loader, PyTreeLoader)
                 and not self._cached(chunk_id)
             ):
-                payload = await source.fetch_item(chunk_id, k)
+                payload = await _loop.hop(source.fetch_item(chunk_id, k))
             # empty: not range-read, or an Arrow-footer chunk (rows after the items)
             if payload and isinstance(self.item_loader, PyTreeLoader):
-                item = self.item_loader.decode(payload)
+                if len(payload) < _DECODE_INLINE_BYTES:
+                    item = self.item_loader.decode(payload)
+                else:
+                    item = await asyncio.to_thread(self.item_loader.decode, payload)
             else:
-                item = self.item_loader.load(await self._aopen(chunk_id), k)
+                item = self.item_loader.load(await _loop.hop(self._aopen(chunk_id)), k)
         for f in self._transforms():
             item = f(item)
         return item
@@ -652,6 +737,7 @@ class StreamingDataset(IterableDataset[Any]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_last_open", None)
+        state.pop("_elastic_cache", None)
         return state
 
     # -- state ----------------------------------------------------------------------------------
@@ -667,6 +753,17 @@ class StreamingDataset(IterableDataset[Any]):
     def reset_state_dict(self) -> None:
         """Forget a loaded resume state."""
         self._resume = None
+
+    def _settle_resume(self) -> int | None:
+        """Fit a pending resume state to the loader's topology (elastic when it changed).
+
+        Returns the loader's sample count to continue from, or None without a pending state.
+        """
+        if self._resume is None:
+            return None
+        _state.settle(self, self._topology()[0])
+        assert self._resume is not None
+        return int(self._resume["num_samples_yielded"])
 
     def __repr__(self) -> str:
         return (

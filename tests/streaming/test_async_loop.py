@@ -1,0 +1,169 @@
+"""`async for` and `aget` share the caller's loop: ticks between samples, one GET per remote aget."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiolit import _loop
+from aiolit.stores import _SCHEMES as STORE_SCHEMES
+from aiolit.stores import register_store
+from aiolit.stores._s3 import S3Store
+from aiolit.streaming import StreamingDataset
+from aiolit.testing import FaultyStore
+from tests.streaming._data import write_dataset
+from tests.streaming.test_remote import upload
+
+
+class Ticker:
+    """A task that counts how often the loop lets it run."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def run(self) -> None:
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(0)
+
+
+async def ticks_between_samples(ds: StreamingDataset) -> tuple[list[Any], list[int]]:
+    ticker = Ticker()
+    task = asyncio.create_task(ticker.run())
+    await asyncio.sleep(0)
+    samples, gaps = [], []
+    seen = ticker.ticks
+    try:
+        async for sample in ds:
+            samples.append(sample)
+            gaps.append(ticker.ticks - seen)
+            seen = ticker.ticks
+    finally:
+        task.cancel()
+    return samples, gaps
+
+
+async def test_long_async_for_over_local_data_lets_other_tasks_run(make_dataset: Any) -> None:
+    path, items = make_dataset(20_000, chunk_size=2_000)
+    samples, gaps = await ticks_between_samples(StreamingDataset(path))
+    assert samples == items
+    # On the loop, never per sample: most samples come without a pause, some after one.
+    assert sum(1 for g in gaps if g) >= 1
+    assert sum(1 for g in gaps if g) < len(items) // 10
+
+
+async def test_slow_samples_hand_the_loop_back_after_each_one(make_dataset: Any) -> None:
+    path, items = make_dataset(100, chunk_size=50)
+
+    def slow(sample: Any) -> Any:  # a blocking transform: 1 ms per sample, the whole slice
+        time.sleep(0.001)
+        return sample
+
+    samples, gaps = await ticks_between_samples(StreamingDataset(path, transform=slow))
+    assert samples == items
+    # The first decode batch (32 samples) measures the pace; from then on every sample is
+    # followed by a pause, in both chunks.
+    assert sum(1 for g in gaps[33:] if g) >= len(items) - 34
+
+
+async def test_shuffled_async_for_matches_sync_iteration(make_dataset: Any) -> None:
+    path, items = make_dataset(3000, chunk_size=300)
+    ds = StreamingDataset(path, shuffle=True, seed=3)
+    sync_order = list(ds)
+    ds.set_epoch(1)
+    samples, _ = await ticks_between_samples(ds)
+    assert samples == sync_order
+    assert sorted(samples, key=lambda s: s["i"]) == items
+
+
+# -- remote aget: one range GET per call -------------------------------------------------------------
+
+
+@pytest.fixture
+def counting_s3() -> Iterator[list[FaultyStore]]:
+    """Every s3:// store is the real S3 store inside a FaultyStore (no faults) that counts requests."""
+    made: list[FaultyStore] = []
+    saved = STORE_SCHEMES["s3"]
+
+    def factory(url: str, storage: dict[str, Any], session: dict[str, Any], transfer: Any) -> FaultyStore:
+        store = FaultyStore(S3Store(url, storage, session, transfer))
+        made.append(store)
+        return store
+
+    register_store("s3", factory, overwrite=True)
+    try:
+        yield made
+    finally:
+        STORE_SCHEMES["s3"] = saved
+
+
+def requests(made: list[FaultyStore]) -> int:
+    return sum(sum(s.calls.values()) for s in made)
+
+
+@pytest.mark.s3
+async def test_remote_aget_is_one_range_get_once_offsets_are_known(
+    s3_server: Any, tmp_path: Path, counting_s3: list[FaultyStore]
+) -> None:
+    items = write_dataset(tmp_path / "src", 60, chunk_size=20)
+    url = s3_server.new_url("ds")
+    upload(s3_server, tmp_path / "src", url)
+    ds = StreamingDataset(url, storage_options=s3_server.storage_options, cache_dir=str(tmp_path / "c"))
+    before = requests(counting_s3)
+    # A burst on a chunk whose offsets are unknown: one header GET shared by all, one GET each.
+    got = await asyncio.gather(*(ds.aget(i) for i in range(20, 40)))
+    assert got == items[20:40]
+    assert requests(counting_s3) - before == 20 + 1
+    # Known offsets: exactly one request per call, repeated or not, async or sync.
+    before = requests(counting_s3)
+    got = await asyncio.gather(*(ds.aget(i) for i in [25, 25, 39, 21]))
+    assert got == [items[25], items[25], items[39], items[21]]
+    assert requests(counting_s3) - before == 4
+    before = requests(counting_s3)
+    assert await asyncio.to_thread(ds.__getitem__, 30) == items[30]
+    assert requests(counting_s3) - before == 1
+    # Nothing was downloaded whole; the reads ran on aiolit's loop thread, not on this loop.
+    assert not list((tmp_path / "c").rglob("chunk-*.bin"))
+    assert id(asyncio.get_running_loop()) not in ds.source._stores
+    assert id(_loop.get_loop()) in ds.source._stores
+    await ds.aclose()
+    assert not ds.source._stores
+
+
+@pytest.mark.s3
+def test_max_connections_is_a_storage_option(s3_server: Any, tmp_path: Path) -> None:
+    from aiolit.stores import open_store
+
+    store = open_store("s3://b/p", {**s3_server.storage_options, "max_connections": 256})
+    assert store.transfer.max_connections == 256
+    assert open_store("s3://b/p", s3_server.storage_options).transfer.max_connections == 64
+
+    async def pool_size() -> int:
+        inner = store._inner  # type: ignore[attr-defined]
+        client = await inner._c()
+        size: int = client.meta.config.max_pool_connections
+        await store.aclose()
+        return size
+
+    assert _loop.run(pool_size()) == 256
+    with pytest.raises(ValueError, match="max_connections"):
+        open_store("s3://b/p", {**s3_server.storage_options, "max_connections": 0})
+
+
+async def test_combined_dataset_closes_its_datasets(make_dataset: Any, tmp_path: Path) -> None:
+    from aiolit.streaming import CombinedStreamingDataset
+
+    (a, items_a), (b, items_b) = make_dataset(20, chunk_size=4), make_dataset(12, chunk_size=4)
+    parts = [StreamingDataset(f"local:{p}", cache_dir=str(tmp_path / "c")) for p in (a, b)]
+    async with CombinedStreamingDataset(parts, iterate_over_all=True, seed=1) as combined:
+        async for sample in combined:
+            assert sample in items_a or sample in items_b
+            break
+        assert any(ds.source.async_runs for ds in parts)  # the abandoned iteration is still open
+    assert not any(ds.source.async_runs for ds in parts)
+    assert all(not ds.source._stores for ds in parts)
