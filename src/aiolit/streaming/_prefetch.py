@@ -117,6 +117,21 @@ class Prefetcher:
         self._kick()
         return await asyncio.shield(waiter)
 
+    def local(self, step: int) -> bool:
+        """Whether ``step``'s chunk is complete in the cache now (a :meth:`get` would not wait)."""
+        name = self._uses[step]
+        return name not in self._failed and (
+            self._cache.has(name) or self._cache.adopt(name, self._sizes[name])
+        )
+
+    def advance(self, step: int) -> None:
+        """Like :meth:`get` without waiting: the consumer is at ``step``, start its downloads."""
+        if self._closed:
+            raise RuntimeError("aiolit: the prefetcher was closed")
+        self._pos = step
+        self._ensure_started()
+        self._kick()
+
     def refetch(self, name: str) -> None:
         """The consumer found ``name`` gone from disk: forget it so the next get downloads it."""
         self._cache.forget([name])

@@ -33,12 +33,18 @@ _BATCH = 32
 
 
 class Need:
-    """A request from :meth:`Run.walk`: open the chunk of plan step ``step``."""
+    """A request from :meth:`Run.walk`: open the chunk of plan step ``step``.
 
-    __slots__ = ("step",)
+    ``items``, when given, are the chunk's items the walk reads next (in order): a driver may
+    answer with an early, partial chunk (``OpenChunk.covers``) holding only a prefix of them, and
+    the walk asks again for the rest.
+    """
 
-    def __init__(self, step: int) -> None:
+    __slots__ = ("items", "step")
+
+    def __init__(self, step: int, items: npt.NDArray[np.int64] | None = None) -> None:
         self.step = step
+        self.items = items
 
 
 class Run:
@@ -91,6 +97,16 @@ class Run:
         self.depth = depth
         self.prefetcher: Prefetcher | None = None
         self.yielded = 0
+        self.early_left = 0  # see read_early
+        self._block = (0, 0)
+
+    def read_early(self, items: int, itemsize: int, block_size: int) -> None:
+        """Let :meth:`open_sync` serve up to ``items`` token blocks by byte range (cold start).
+
+        For :meth:`walk_batches` over plain token chunks of ``itemsize``-byte tokens: while the
+        chunk of the first batch is still downloading, its blocks are read by range instead.
+        """
+        self.early_left, self._block = items, (itemsize, block_size)
 
     def walk(self) -> Generator[Any, OpenChunk | None, None]:
         """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks."""
@@ -160,17 +176,22 @@ class Run:
         buffer: Any = None
         rows = filled = 0
         for k in range(first, len(plan.steps)):
-            chunk = yield Need(k)
-            assert chunk is not None
             order = plan.order(k)
             if offset:
                 order, offset = order[offset:], 0
             pos, n = 0, len(order)
+            chunk: OpenChunk | None = None
+            limit = 0  # items of `order` the open chunk holds (all, unless it is an early copy)
             while pos < n:
                 if batch is None:
                     rows, filled = min(size, left), 0
                     batch, buffer = new(rows)
-                take = min(rows - filled, n - pos)
+                if pos >= limit:
+                    chunk = yield Need(k, order[pos : pos + rows - filled])
+                    assert chunk is not None
+                    limit = n if chunk.covers is None else pos + chunk.covers
+                assert chunk is not None
+                take = min(rows - filled, limit - pos)
                 started = _trace.now() if _trace.on else None
                 fill(chunk, order[pos : pos + take], buffer[filled : filled + take])
                 if started is not None:
@@ -193,10 +214,14 @@ class Run:
             index_of = {name: i for i, name in enumerate(source.names)}
             cache = source.cache(self.max_cache_bytes)
 
-            async def fetch(name: str, tmp: Path) -> None:
-                await source.fetch(index_of[name], tmp)
-
             uses = [source.names[s.chunk] for s in steps]
+            first = uses[self.start[0]] if self.start[0] < len(uses) else None
+
+            async def fetch(name: str, tmp: Path) -> None:
+                # The first chunk (the reader waits for it) may come as concurrent range GETs;
+                # look-ahead chunks come with one GET each, as LitData's (cost per request).
+                await source.fetch(index_of[name], tmp, split=name == first)
+
             mine = set(uses)
             cache.adopt_existing(source.sizes(), mine.__contains__)
             self.prefetcher = Prefetcher(
@@ -204,14 +229,27 @@ class Run:
             )
         return self.prefetcher
 
-    def open_sync(self, step: int) -> OpenChunk:
-        """Open step ``step``'s chunk for a sync consumer (one loop hop only when not local)."""
+    def open_sync(self, step: int, items: npt.NDArray[np.int64] | None = None) -> OpenChunk:
+        """Open step ``step``'s chunk for a sync consumer (one loop hop only when not local).
+
+        With ``items`` (the blocks the walk reads next) and an early budget left, a chunk that is
+        not local yet is answered by an early copy of those blocks read by byte range, while the
+        whole chunk downloads behind it (first bytes first: a cold start's first batch needs a
+        few kB, not a whole chunk).
+        """
         from aiolit import _loop
 
         chunk_id = self.plan.steps[step].chunk
         if self.source.in_place:
             return self._open(chunk_id, None)
         prefetcher = self._prefetcher()
+        if items is not None and self.early_left > 0 and len(items):
+            layout = self.source.block_ranges(chunk_id, *self._block)
+            if layout is not None and not prefetcher.local(step):
+                take = items[: self.early_left]
+                self.early_left -= len(take)
+                return _loop.run(self._early(prefetcher, step, chunk_id, take))
+            self.early_left = 0  # chunks are arriving: no more early reads
         started = _trace.now() if _trace.on else None
         path = _loop.run(prefetcher.get(step))
         if started is not None:
@@ -224,6 +262,21 @@ class Run:
                 _trace.instant("chunk gone, fetching again", "read", chunk=self.source.names[chunk_id])
             _loop.run(_refetch(prefetcher, self.source.names[chunk_id]))
             return self._open(chunk_id, _loop.run(prefetcher.get(step)))
+
+    async def _early(
+        self, prefetcher: Prefetcher, step: int, chunk_id: int, items: npt.NDArray[np.int64]
+    ) -> OpenChunk:
+        started = _trace.now() if _trace.on else None
+        try:
+            chunk = await self.source.fetch_blocks(chunk_id, items, *self._block)
+        finally:
+            # The whole chunks start downloading once the ranges are in (or failed): started
+            # together, their bulk bytes would queue ahead of the few kB the batch needs.
+            prefetcher.advance(step)
+        if started is not None:
+            args = {"chunk": self.source.names[chunk_id], "step": step, "blocks": len(items)}
+            _trace.complete("early ranges", "read", started, _trace.now(), args)
+        return chunk
 
     async def open_async(self, step: int) -> OpenChunk:
         """Open step ``step``'s chunk from a coroutine on the caller's loop."""

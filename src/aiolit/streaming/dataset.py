@@ -84,7 +84,17 @@ class StreamingDataset(IterableDataset[Any]):
         Applied to every sample (iteration and ``ds[i]``; not to slices).
     allow_pickle : bool
         Allow decoding ``pickle`` fields (never enable it for untrusted data).
+
+    Attributes
+    ----------
+    read_early : bool
+        Cold start of a remote token dataset (``TokensLoader``, plain chunks) read in batches by
+        a ``StreamingDataLoader``: serve the first batch of each worker from byte-range reads of
+        exactly its blocks while the whole chunk downloads behind them (default True; set it to
+        False on the class or an instance to always wait for whole chunks).
     """
+
+    read_early: bool = True
 
     def __init__(
         self,
@@ -449,6 +459,9 @@ class StreamingDataset(IterableDataset[Any]):
                 return loader.batch_buffer(rows, as_numpy=as_numpy)
 
             walk = run.walk_batches(batch, new, loader.copy_blocks)
+            if self.source.range_readable and self.read_early:
+                assert loader.block_size is not None
+                run.read_early(batch, loader.dtype.itemsize, loader.block_size)
         reply: OpenChunk | None = None
         try:
             while True:
@@ -458,7 +471,7 @@ class StreamingDataset(IterableDataset[Any]):
                     break
                 reply = None
                 if type(out) is Need:
-                    reply = run.open_sync(out.step)
+                    reply = run.open_sync(out.step, out.items)
                     continue
                 yield out
             if at is None:
