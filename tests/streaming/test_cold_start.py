@@ -201,3 +201,27 @@ def test_early_read_that_keeps_failing_raises(tokens_remote: Any, tmp_path: Path
     with pytest.raises(RetriesExhaustedError, match="injected failure"):
         next(iter(StreamingDataLoader(ds, batch_size=8, num_workers=0)))
     assert faulty.calls["get_range"] >= 3
+
+
+@pytest.mark.parametrize("read_early", [True, False])
+def test_requests_per_epoch(
+    tokens_remote: Any, tokens_local: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_early: bool
+) -> None:
+    """One GET per chunk; the first chunk split into part_size ranges only when no early read fed the reader."""
+    url, opts = tokens_remote
+    monkeypatch.setattr(StreamingDataset, "read_early", read_early)
+    part = 1000
+    small_parts = {**opts, "multipart_threshold": part, "part_size": part, "coalesce": 0}
+    want = _batches(str(tokens_local), cache=None, opts=None, batch_size=4, num_workers=0)
+    ds, counter = _faulty_dataset(url, small_parts, tmp_path / "cache", FaultPlan())
+    got = [b.clone() for b in StreamingDataLoader(ds, batch_size=4, num_workers=0)]
+    _assert_same(got, want)
+    n = len(ds.source.names)
+    if read_early:
+        assert counter.calls["get"] == n  # every whole chunk with one GET
+        assert 1 <= counter.calls["get_range"] <= 4  # the first batch's blocks (coalesce=0: one each)
+    else:
+        first = ds.source.names[ds._plan(ds._topology()[0], 1).worker(0).steps[0].chunk]
+        size = (tokens_local / first).stat().st_size
+        assert counter.calls["get"] == n - 1
+        assert counter.calls["get_range"] == -(-size // part)  # the first chunk, in parts

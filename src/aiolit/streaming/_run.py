@@ -98,6 +98,7 @@ class Run:
         self.prefetcher: Prefetcher | None = None
         self.yielded = 0
         self.early_left = 0  # see read_early
+        self.served_early = False
         self._block = (0, 0)
 
     def read_early(self, items: int, itemsize: int, block_size: int) -> None:
@@ -218,9 +219,11 @@ class Run:
             first = uses[self.start[0]] if self.start[0] < len(uses) else None
 
             async def fetch(name: str, tmp: Path) -> None:
-                # The first chunk (the reader waits for it) may come as concurrent range GETs;
-                # look-ahead chunks come with one GET each, as LitData's (cost per request).
-                await source.fetch(index_of[name], tmp, split=name == first)
+                # The first chunk (the reader waits for it) may come as concurrent range GETs,
+                # unless early range reads already fed the reader; look-ahead chunks come with
+                # one GET each, as LitData's (object stores bill per request).
+                split = name == first and not self.served_early
+                await source.fetch(index_of[name], tmp, split=split)
 
             mine = set(uses)
             cache.adopt_existing(source.sizes(), mine.__contains__)
@@ -248,6 +251,7 @@ class Run:
             if layout is not None and not prefetcher.local(step):
                 take = items[: self.early_left]
                 self.early_left -= len(take)
+                self.served_early = True
                 return _loop.run(self._early(prefetcher, step, chunk_id, take))
             self.early_left = 0  # chunks are arriving: no more early reads
         started = _trace.now() if _trace.on else None
