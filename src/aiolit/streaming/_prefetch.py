@@ -74,6 +74,9 @@ class Prefetcher:
         self._wakeup: asyncio.Event | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._closed = False
+        # A chunk that downloads alone: look-ahead starts once it is in (a cold start's first
+        # chunk, split into parallel range GETs, gets the whole link before the reader's next).
+        self.alone: str | None = None
         self.downloads = 0  # chunks fetched, for tests and profiling
         self._attempts: dict[str, int] = {}  # downloads started per chunk (kept while tracing)
 
@@ -164,9 +167,13 @@ class Prefetcher:
         window = self._window()
         inflight = sum(self._sizes[n] for n in self._tasks)
         for i, name in enumerate(window):
+            if self.alone is not None and self.alone in self._tasks:
+                break
             if name in self._tasks or name in self._failed:
                 continue
             if self._cache.has(name) or self._cache.adopt(name, self._sizes[name]):
+                if name == self.alone:
+                    self.alone = None
                 self._resolve(name, None)
                 continue
             size = self._sizes[name]
@@ -216,6 +223,8 @@ class Prefetcher:
             if started is not None:
                 self._trace_download(name, started, error)
             self._tasks.pop(name, None)
+            if name == self.alone:
+                self.alone = None
             if not self._closed:
                 self._resolve(name, error)
                 self._kick()

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Need", "Run"]
 
+# Extra GETs the split first chunk may cost, as a fraction of the chunks a pass downloads (the
+# issue's bound on requests per epoch is 1.25x LitData's one GET per chunk).
+_SPLIT_BUDGET = 0.2
+
 # Samples decoded per ``produce_many`` call: enough to amortize the per-call cost (~4 Python calls
 # and a buffer export per sample otherwise), small enough that little is decoded ahead of use.
 _BATCH = 32
@@ -218,18 +222,22 @@ class Run:
             uses = [source.names[s.chunk] for s in steps]
             first = uses[self.start[0]] if self.start[0] < len(uses) else None
 
+            # Object stores bill per request: look-ahead chunks come with one GET each (as
+            # LitData's). The first chunk, which the reader waits for, comes as parallel range
+            # GETs unless early range reads already fed the reader; the extra GETs stay within
+            # _SPLIT_BUDGET of the chunk GETs of this pass.
+            extra = int(_SPLIT_BUDGET * len(set(uses[self.start[0] :])))
+
             async def fetch(name: str, tmp: Path) -> None:
-                # The first chunk (the reader waits for it) may come as concurrent range GETs,
-                # unless early range reads already fed the reader; look-ahead chunks come with
-                # one GET each, as LitData's (object stores bill per request).
                 split = name == first and not self.served_early
-                await source.fetch(index_of[name], tmp, split=split)
+                await source.fetch(index_of[name], tmp, parts=1 + extra if split else 1)
 
             mine = set(uses)
             cache.adopt_existing(source.sizes(), mine.__contains__)
             self.prefetcher = Prefetcher(
                 cache, uses, source.sizes(), fetch, depth=self.depth, start=self.start[0]
             )
+            self.prefetcher.alone = first  # see open_sync: not when early reads feed the reader
         return self.prefetcher
 
     def open_sync(self, step: int, items: npt.NDArray[np.int64] | None = None) -> OpenChunk:
@@ -252,6 +260,7 @@ class Run:
                 take = items[: self.early_left]
                 self.early_left -= len(take)
                 self.served_early = True
+                prefetcher.alone = None  # its chunks may stream together behind the ranges
                 return _loop.run(self._early(prefetcher, step, chunk_id, take))
             self.early_left = 0  # chunks are arriving: no more early reads
         started = _trace.now() if _trace.on else None

@@ -287,13 +287,14 @@ class DataSource:
             path = os.path.join(self.dir.path, self.names[i])
         return OpenChunk(map_file(path), self.entries[i], self.index.config, self.encryption)
 
-    async def fetch(self, i: int, tmp: Path, *, split: bool = True) -> None:
+    async def fetch(self, i: int, tmp: Path, *, parts: int | None = None) -> None:
         """Download chunk ``i`` into ``tmp`` (decompressed), verifying its size and checksum.
 
-        ``split=False`` fetches an uncompressed chunk with one GET however large it is (object
-        stores bill per request; look-ahead downloads overlap each other anyway); ``split=True``
-        lets the store cut a large one into concurrent range GETs (a chunk the reader waits for).
-        A chunk that arrives corrupt is fetched once more before :class:`CorruptChunkError`.
+        ``parts``: an uncompressed chunk above the store's ``multipart_threshold`` comes as that
+        many concurrent range GETs (at most one per ``part_size``); 1 is one GET however large
+        (object stores bill per request; look-ahead downloads overlap each other anyway). None
+        lets the store split it by ``part_size``. A chunk that arrives corrupt is fetched once
+        more before :class:`CorruptChunkError`.
         """
         from aiolit.format import decompress_file
 
@@ -322,7 +323,7 @@ class DataSource:
                         )
                 finally:
                     ztmp.unlink(missing_ok=True)
-            elif split or int(entry.chunk_bytes) <= store.transfer.multipart_threshold:
+            elif parts is None or int(entry.chunk_bytes) <= store.transfer.multipart_threshold:
                 await store.get_to_file(entry.filename, tmp, size=int(entry.chunk_bytes))
                 if started is not None:
                     _trace.complete(
@@ -333,7 +334,20 @@ class DataSource:
                         {"key": entry.filename, "bytes": int(entry.chunk_bytes), "attempt": _attempt + 1},
                     )
             else:
-                data = await store.get(entry.filename)
+                size = int(entry.chunk_bytes)
+                n = max(1, min(parts, -(-size // store.transfer.part_size)))
+                if n == 1:
+                    data = await store.get(entry.filename)
+                else:
+                    step = -(-size // n)
+                    pieces = await asyncio.gather(
+                        *(
+                            store.get_range(entry.filename, a, min(a + step, size))
+                            for a in range(0, size, step)
+                        )
+                    )
+                    data = b"".join(pieces)
+                    del pieces
                 await asyncio.to_thread(tmp.write_bytes, data)
                 del data
                 if started is not None:
