@@ -174,8 +174,10 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         import litdata.streaming.downloader as dl
         import obstore  # noqa: F401
 
-        # obstore cannot be handed a CA bundle through LitData: accept the test certificate.
+        # obstore cannot be handed a CA bundle through LitData: accept the test certificate
+        # (and plain http, with --http: LitData's fixed options lack allow_http).
         dl._OBSTORE_CLIENT_OPTIONS["allow_invalid_certificates"] = "true"
+        dl._OBSTORE_CLIENT_OPTIONS["allow_http"] = "true"
     dataset_cls, loader_cls, tokens_cls = mod.StreamingDataset, mod.StreamingDataLoader, mod.TokensLoader
     t0 = time.perf_counter()
     kwargs: dict[str, Any] = {

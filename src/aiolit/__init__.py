@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from aiolit._version import __version__ as __version__
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
@@ -36,11 +36,11 @@ _LAZY: dict[str, str] = {
     "merge_datasets": "aiolit.processing.merge",
     "merge_datasets_async": "aiolit.processing.merge",
     "ALL_DONE": "aiolit.processing._sources",
-    "index_parquet_dataset": "aiolit.processing.parquet",
-    "index_parquet_dataset_async": "aiolit.processing.parquet",
+    "index_parquet_dataset": "aiolit.index.parquet",
+    "index_parquet_dataset_async": "aiolit.index.parquet",
     "walk": "aiolit.processing.walk",
-    "index_hf_dataset": "aiolit.processing.hf",
-    "index_hf_dataset_async": "aiolit.processing.hf",
+    "index_hf_dataset": "aiolit.index.hf",
+    "index_hf_dataset_async": "aiolit.index.hf",
     "StreamingRawDataset": "aiolit.raw",
     # format
     "FernetEncryption": "aiolit.format",

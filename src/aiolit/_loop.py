@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from aiolit.errors import LoopError
 
-__all__ = ["get_loop", "in_loop_thread", "iterate", "run"]
+__all__ = ["ensure_no_running_loop", "get_loop", "in_loop_thread", "iterate", "run"]
 
 T = TypeVar("T")
 
@@ -168,3 +168,21 @@ def iterate(iterable: AsyncIterable[T], *, max_run: int = 64) -> Iterator[T]:
                 asyncio.run_coroutine_threadsafe(_abandon(iterator, holder), loop).result(10)
             except Exception:  # best-effort cleanup of an abandoned iterator
                 pass
+
+
+def ensure_no_running_loop(name: str) -> None:
+    """The sync facade of ``name`` blocks; inside a running loop it would deadlock or stall that loop.
+
+    Raises
+    ------
+    LoopError
+        When called from a thread that runs an asyncio event loop.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise LoopError(
+        f"aiolit.{name}() blocks and cannot be called from inside a running event loop; "
+        f"use `await aiolit.{name}_async(...)` instead."
+    )

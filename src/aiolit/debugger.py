@@ -16,7 +16,7 @@ The file is a Chrome trace: open it in https://ui.perfetto.dev or ``chrome://tra
 process (this one and each DataLoader worker started afterwards, fork or spawn) records its own
 events and writes ``trace-{pid}.json`` into a scratch directory; this process merges them into
 ``path`` at exit, or earlier with :func:`flush_tracer` / :func:`disable_tracer`. See
-``docs/profiling.md`` for what the rows and events mean.
+``docs/architecture/profiling.md`` for what the rows and events mean.
 """
 
 from __future__ import annotations

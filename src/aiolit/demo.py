@@ -43,8 +43,8 @@ async def _read_async(dataset: Any) -> list[int]:
 def run_demo(directory: str | None = None) -> int:
     """Run the demo in ``directory`` (a fresh temp folder when None); return the exit code."""
     import aiolit
-    from aiolit.cli import summarize
     from aiolit.format import Index
+    from aiolit.format._summary import summarize
 
     root = directory or tempfile.mkdtemp(prefix="aiolit-demo-")
     out = os.path.join(root, "dataset")

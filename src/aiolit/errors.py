@@ -10,12 +10,16 @@ keeps working for code written against LitData. Each message says what failed an
     ├── FormatError (ValueError)              bytes or index.json that do not follow the format
     │   ├── CorruptChunkError                 a chunk header/payload that is out of bounds or truncated
     │   ├── UnsafeFilenameError               a chunk name in an index that would escape its directory
-    │   └── PickleNotAllowedError             a `pickle` field without ``allow_pickle=True``
+    │   ├── PickleNotAllowedError             a `pickle` field without ``allow_pickle=True``
+    │   └── NotOptimizedError (FileNotFoundError)   a folder/prefix with no index.json: not an optimized dataset
     ├── EncryptionError (ValueError)          wrong/missing key, or an index/encryption mismatch
+    │   └── DecryptionError (cryptography.fernet.InvalidToken)   the key does not decrypt the data
     ├── StoreError (OSError)                  an object-store request failed
     │   ├── ObjectNotFoundError (FileNotFoundError)
+    │   │   └── NoFilesFoundError (ValueError)   StreamingRawDataset: no (matching) files in input_dir
     │   ├── StorePermissionError (PermissionError)   auth / permission: not retried
     │   ├── TransientStoreError               5xx, throttling, timeouts, resets, short reads: retried
+    │   ├── PreconditionFailedError           a conditional write lost: the object changed (or exists)
     │   └── RetriesExhaustedError             the retry policy gave up (names URL, range, status, attempts)
     ├── StateDictError (ValueError)           a resume state that does not match this dataset
     ├── OptimizeError (RuntimeError)          optimize/map failed: names the input and carries the traceback
@@ -24,15 +28,22 @@ keeps working for code written against LitData. Each message says what failed an
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING, Any
+
 __all__ = [
     "AiolitError",
     "CorruptChunkError",
+    "DecryptionError",
     "EncryptionError",
     "FormatError",
     "LoopError",
+    "NoFilesFoundError",
+    "NotOptimizedError",
     "ObjectNotFoundError",
     "OptimizeError",
     "PickleNotAllowedError",
+    "PreconditionFailedError",
     "RetriesExhaustedError",
     "StateDictError",
     "StoreError",
@@ -62,8 +73,44 @@ class PickleNotAllowedError(FormatError):
     """A field is stored with the ``pickle`` serializer and ``allow_pickle=True`` was not given."""
 
 
+class NotOptimizedError(FormatError, FileNotFoundError):
+    """A folder or bucket prefix holds no ``index.json``: it is not an optimized dataset."""
+
+
 class EncryptionError(AiolitError, ValueError):
     """Encrypted data without a key, a wrong key, or an encryption that does not match the index."""
+
+
+if TYPE_CHECKING:
+    from cryptography.fernet import InvalidToken
+
+    class DecryptionError(EncryptionError, InvalidToken):
+        """A wrong password or key file: the data does not decrypt (also a ``cryptography.fernet.InvalidToken``,
+        what LitData lets through, so ``except InvalidToken`` keeps working)."""
+
+else:
+
+    def __getattr__(name: str) -> Any:
+        # Built on first use: importing cryptography costs ~45 ms, too much for ``import aiolit``.
+        if name == "DecryptionError":
+            return _decryption_error()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _decryption_error() -> type[EncryptionError]:
+    from cryptography.fernet import InvalidToken
+
+    return type(
+        "DecryptionError",
+        (EncryptionError, InvalidToken),
+        {
+            "__module__": __name__,
+            "__doc__": "A wrong password or key file: the data does not decrypt (also a "
+            "``cryptography.fernet.InvalidToken``, what LitData lets through, so ``except InvalidToken`` "
+            "keeps working).",
+        },
+    )
 
 
 class StoreError(AiolitError, OSError):
@@ -74,12 +121,20 @@ class ObjectNotFoundError(StoreError, FileNotFoundError):
     """The object (or bucket/container) does not exist."""
 
 
+class NoFilesFoundError(ObjectNotFoundError, ValueError):
+    """A raw ``input_dir`` holds no (matching) files; also a ``ValueError``, what LitData raises."""
+
+
 class StorePermissionError(StoreError, PermissionError):
     """Authentication or authorization failed; check credentials, endpoint and bucket policy."""
 
 
 class TransientStoreError(StoreError):
     """A failure worth retrying: 5xx, throttling, timeouts, connection resets, short reads."""
+
+
+class PreconditionFailedError(StoreError):
+    """A conditional write was refused: the object changed since it was read, or already exists."""
 
 
 class RetriesExhaustedError(StoreError):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aiolit.errors import FormatError, UnsafeFilenameError
+from aiolit.errors import FormatError, NotOptimizedError, UnsafeFilenameError
 from aiolit.format import (
     ChunkEntry,
     Index,
@@ -145,7 +145,8 @@ def test_merge_shards_and_missing_index(tmp_path: Path) -> None:
 
 
 def test_load_index_of_empty_dir(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"contains no index\.json and no"):
+    with pytest.raises(NotOptimizedError, match=r"is not an optimized dataset: it has no index\.json"):
         load_index(str(tmp_path))
+    assert issubclass(NotOptimizedError, FileNotFoundError)
     with pytest.raises(FormatError, match="holds no"):
         merge_shards(str(tmp_path))

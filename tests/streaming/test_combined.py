@@ -158,6 +158,42 @@ def test_per_stream_batches_come_from_one_dataset(tmp_path: Path) -> None:
     assert groups[-1][0] is False  # b (8 runs of 3) runs out first, a finishes alone
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_per_stream_never_mixes_when_a_run_ends_inside_a_batch(tmp_path: Path, num_workers: int) -> None:
+    # 50 = 12 batches of 4 + 2 per dataset: the 2 left of a dataset make a short batch of their
+    # own instead of sharing it with the other dataset (LitData yields [1048, 1049, 48, 49]).
+    a = write_range(tmp_path / "a", 0, 50, chunk_size=8)
+    b = write_range(tmp_path / "b", 1000, 50, chunk_size=8)
+    datasets = [StreamingDataset(str(tmp_path / "a")), StreamingDataset(str(tmp_path / "b"))]
+    combined = CombinedStreamingDataset(datasets, batching_method="per_stream", seed=1)
+    loader = StreamingDataLoader(combined, batch_size=4, num_workers=num_workers)
+    for _epoch in range(2):
+        batches = ids(list(loader))
+        assert len(batches) == len(loader)
+        assert sorted(flat(batches)) == a + b  # every sample once
+        assert all(len({i >= 1000 for i in batch}) == 1 for batch in batches), batches
+        assert all(batch == sorted(batch) for batch in batches)  # runs keep each dataset's order
+        # whole batches go to the workers, so each dataset's 2 extra samples are one short batch
+        assert Counter(len(batch) for batch in batches) == {4: 24, 2: 2}
+    # a custom collate_fn is applied to each run
+    listed = StreamingDataLoader(
+        CombinedStreamingDataset(datasets, batching_method="per_stream", seed=1),
+        batch_size=4,
+        num_workers=num_workers,
+        collate_fn=_ids_of,
+    )
+    runs = list(listed)
+    assert sorted(flat(runs)) == a + b and all(len({i >= 1000 for i in r}) == 1 for r in runs)
+    # iterated on its own (no loader), the dataset yields samples
+    fresh = [StreamingDataset(str(tmp_path / "a")), StreamingDataset(str(tmp_path / "b"))]
+    alone = CombinedStreamingDataset(fresh, batching_method="per_stream", seed=1)
+    assert sorted(x["i"] for x in alone) == a + b
+
+
+def _ids_of(batch: list[dict[str, int]]) -> list[int]:
+    return [x["i"] for x in batch]
+
+
 def _make(dirs: tuple[str, str], mode: str, shuffle: bool) -> CombinedStreamingDataset:
     datasets = [StreamingDataset(d, shuffle=shuffle, seed=3) for d in dirs]
     if mode == "weighted":
@@ -249,8 +285,8 @@ def test_errors(two_dirs: Any) -> None:
         CombinedStreamingDataset(ds, batching_method="round_robin")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="weights"):
         CombinedStreamingDataset(ds, weights=[1.0], iterate_over_all=False)
-    with pytest.raises(RuntimeError, match="StreamingDataset"):
-        CombinedStreamingDataset([ds[0], [1, 2]])  # type: ignore[list-item]
+    with pytest.raises(RuntimeError, match="wrappers cannot be nested"):
+        CombinedStreamingDataset([ds[0], CombinedStreamingDataset(ds)])
     combined = CombinedStreamingDataset(ds)
     loader = StreamingDataLoader(combined, batch_size=2, num_workers=2)
     it = iter(loader)

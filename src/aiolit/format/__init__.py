@@ -8,6 +8,7 @@ from aiolit.format._chunk import ARROW_MAGIC, FRAMED_MAGIC, ChunkView, check_enc
 from aiolit.format._codec import (
     Encryption,
     FernetEncryption,
+    RSAEncryption,
     compress_file,
     compression_level_of,
     decompress_file,
@@ -41,6 +42,7 @@ __all__ = [
     "Encryption",
     "FernetEncryption",
     "Index",
+    "RSAEncryption",
     "SampleCodec",
     "Serializer",
     "TokenBlocks",

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -48,9 +50,10 @@ def check_encryption(config: dict[str, Any], encryption: Encryption | None, wher
             raise EncryptionError(f"{where} is not encrypted but an encryption was given; drop encryption=")
         return
     if encryption is None:
+        cls = "RSAEncryption" if expected.get("algorithm") == "rsa" else "FernetEncryption"
         raise EncryptionError(
             f"{where} is encrypted ({expected.get('algorithm')}, level {expected.get('level')!r}): pass "
-            "encryption=FernetEncryption.load(key_file, password)"
+            f"encryption={cls}.load(key_file, password)"
         )
     if expected.get("algorithm") != encryption.algorithm or expected.get("level") != encryption.level:
         raise EncryptionError(
@@ -88,6 +91,7 @@ class ChunkView:
         self._frames = frames
         self._frame_starts = np.array([f[0] for f in frames], dtype=np.int64) if frames else None
         self._frame_cache: dict[int, bytes] = {}
+        self._footer: Any = None
 
     def __len__(self) -> int:
         return self.num_items
@@ -169,13 +173,36 @@ class ChunkView:
         """Whether the chunk carries an Arrow IPC footer (0.2.7x with pyarrow)."""
         return bytes(self._buf[-len(ARROW_MAGIC) :]) == ARROW_MAGIC
 
-    @property
+    @cached_property
     def footer_only(self) -> bool:
         """Rows live only in the footer (every item payload is empty)."""
         return self.has_footer and int(self.offsets[-1]) == int(self.offsets[0])
 
-    def footer_rows(self) -> list[dict[str, Any]]:
-        """The rows of the Arrow footer, in item order (needs pyarrow)."""
+    def footer_rows(self, ks: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Rows ``ks`` (default: all, in item order) of the Arrow footer, as new dicts (needs pyarrow).
+
+        Negative indices count from the end, as :meth:`item` does.
+        """
+        table = self._footer_table()
+        if ks is None:
+            rows: list[dict[str, Any]] = table.to_pylist()
+            return rows
+        n = self.num_items
+        picked = []
+        for k in ks:
+            if not -n <= k < n:
+                raise IndexError(f"item {k} out of range for {self.filename} with {n} items")
+            picked.append(k + n if k < 0 else k)
+        if len(picked) == 1:
+            one: list[dict[str, Any]] = table.slice(picked[0], 1).to_pylist()
+            return one
+        taken: list[dict[str, Any]] = table.take(picked).to_pylist()
+        return taken
+
+    def _footer_table(self) -> Any:
+        """The footer's ``pyarrow.Table`` (parsed once per view)."""
+        if self._footer is not None:
+            return self._footer
         if not self.has_footer:
             raise FormatError(f"{self.filename} has no Arrow footer")
         end = len(self._buf) - len(ARROW_MAGIC)
@@ -194,12 +221,12 @@ class ChunkView:
             table = pa.ipc.open_file(pa.py_buffer(bytes(self._buf[start : end - 4]))).read_all()
         except pa.ArrowInvalid as exc:
             raise CorruptChunkError(f"{self.filename}: Arrow footer does not parse: {exc}") from None
-        rows: list[dict[str, Any]] = table.to_pylist()
-        if len(rows) != self.num_items:
+        if table.num_rows != self.num_items:
             raise CorruptChunkError(
-                f"{self.filename}: Arrow footer has {len(rows)} rows for {self.num_items} items"
+                f"{self.filename}: Arrow footer has {table.num_rows} rows for {self.num_items} items"
             )
-        return rows
+        self._footer = table
+        return table
 
 
 def _as_bytes_view(data: bytes | bytearray | memoryview | mmap.mmap) -> memoryview:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiolit.errors import FormatError, UnsafeFilenameError
+from aiolit.errors import FormatError, NotOptimizedError, UnsafeFilenameError
 
 __all__ = [
     "ChunkEntry",
@@ -156,9 +156,11 @@ class Index:
             if key not in raw:
                 raise FormatError(f"{source} lacks the required key {key!r}")
         config = raw["config"]
+        if config is None and raw["chunks"] == []:
+            config = {}  # the empty dataset LitData writes when fn kept no input
         if not isinstance(config, dict):
             raise FormatError(f"{source}: 'config' must be an object")
-        if not isinstance(config.get("data_format"), list):
+        if config and not isinstance(config.get("data_format"), list):
             raise FormatError(
                 f"{source}: config 'data_format' must be a list, got {config.get('data_format')!r}"
             )
@@ -176,7 +178,9 @@ class Index:
 
     def to_json(self) -> bytes:
         """The bytes LitData writes (``sort_keys=True``; ``updated_at`` only if set)."""
-        raw: dict[str, Any] = {"chunks": [c.to_dict() for c in self.chunks], "config": self.config}
+        # An empty dataset has no config: LitData writes ``"config": null``.
+        config = self.config if self.chunks or self.config else None
+        raw: dict[str, Any] = {"chunks": [c.to_dict() for c in self.chunks], "config": config}
         if self.updated_at is not None:
             raw["updated_at"] = self.updated_at
         return json.dumps(raw, sort_keys=True).encode("utf-8")
@@ -279,7 +283,7 @@ def merge_shards(local_dir: str, *, remove_shards: bool = True) -> Index:
     """
     names = list_shards(local_dir)
     if not names:
-        raise FormatError(f"{local_dir} holds no {{rank}}.index.json shard to merge")
+        raise FormatError(f"{local_dir} holds no per-writer N.index.json file to merge")
     merged = merge_indexes([_read(os.path.join(local_dir, n)) for n in names], updated_at=str(time.time()))
     write_index_atomic(merged, os.path.join(local_dir, INDEX_FILENAME))
     if remove_shards:
@@ -296,7 +300,7 @@ def load_index(local_dir: str, *, write: bool = False) -> Index:
 
     Raises
     ------
-    FormatError
+    NotOptimizedError
         Neither ``index.json`` nor any shard exists (a ``FileNotFoundError`` too).
     """
     path = os.path.join(local_dir, INDEX_FILENAME)
@@ -304,11 +308,19 @@ def load_index(local_dir: str, *, write: bool = False) -> Index:
         return _read(path)
     names = list_shards(local_dir)
     if not names:
-        raise _MissingIndexError(f"{local_dir} contains no index.json and no {{rank}}.index.json shard")
+        raise NotOptimizedError(not_optimized_message(local_dir))
     if write:
         return merge_shards(local_dir)
     return merge_indexes([_read(os.path.join(local_dir, n)) for n in names], updated_at=None)
 
 
-class _MissingIndexError(FormatError, FileNotFoundError):
-    """No index at all in a directory."""
+def not_optimized_message(where: str) -> str:
+    """What a reader says about a location without any index."""
+    return (
+        f"{where} is not an optimized dataset: it has no index.json (nor the per-writer "
+        "N.index.json files an unfinished optimize leaves). Point at the output_dir an "
+        "optimize() call wrote, or create the dataset with aiolit.optimize(fn, inputs, output_dir=...)"
+    )
+
+
+_MissingIndexError = NotOptimizedError  # the former private name

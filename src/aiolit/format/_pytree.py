@@ -111,6 +111,30 @@ def _flatten(obj: Any, leaves: list[Any]) -> TreeSpec:
     return LEAF
 
 
+def leaf_paths(spec: TreeSpec) -> list[str]:
+    """A readable path per leaf, in flatten order: ``""`` (the sample itself), ``"x"``, ``"a[1].b"``."""
+    paths: list[str] = []
+    _leaf_paths(spec, "", paths)
+    return paths
+
+
+def _leaf_paths(spec: TreeSpec, prefix: str, paths: list[str]) -> None:
+    if spec.type is None:
+        paths.append(prefix)
+        return
+    if spec.type in (_DICT, _ODICT):
+        names = [str(key) for key in spec.context]
+    elif spec.type == _DDICT:
+        names = [str(key) for key in spec.context[1]]
+    elif spec.type == _NTUPLE:
+        names = list(getattr(spec.context, "_fields", ())) or [f"[{i}]" for i in range(len(spec.children))]
+    else:
+        names = [f"[{i}]" for i in range(len(spec.children))]
+    for name, child in zip(names, spec.children, strict=False):
+        joined = prefix + name if name.startswith("[") else (f"{prefix}.{name}" if prefix else name)
+        _leaf_paths(child, joined, paths)
+
+
 def unflatten(leaves: Sequence[Any], spec: TreeSpec) -> Any:
     """Rebuild a sample from its leaves; the inverse of :func:`flatten`."""
     if len(leaves) != spec.num_leaves:

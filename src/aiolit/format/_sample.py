@@ -94,6 +94,18 @@ def _choose(leaf: Any, registry: Mapping[str, Any]) -> tuple[str, Any]:
     raise FormatError(f"no serializer accepts a leaf of type {type(leaf).__name__}")
 
 
+def _leaf_error(spec: Any, i: int, leaf: Any, exc: Exception) -> FormatError:
+    from aiolit.format._pytree import leaf_paths
+
+    path = leaf_paths(spec)[i]
+    where = f"field `{path}`" if path else "value"
+    return FormatError(
+        f"the sample's {where} of type `{type(leaf).__name__}` cannot be serialized ({exc}); return "
+        "numbers, str, bytes, numpy arrays, tensors, PIL images or picklable objects (no locks, "
+        "open files, sockets or generators)"
+    )
+
+
 class SampleCodec:
     """Encode and decode the items of one dataset (fixed ``data_format`` and ``data_spec``).
 
@@ -155,9 +167,12 @@ class SampleCodec:
         registry = resolve_serializers(serializers)
         leaves, spec = flatten(sample)
         names = []
-        for leaf in leaves:
-            key, serializer = _choose(leaf, registry)
-            _, name = serializer.serialize(leaf)
+        for i, leaf in enumerate(leaves):
+            try:
+                key, serializer = _choose(leaf, registry)
+                _, name = serializer.serialize(leaf)
+            except FormatError as exc:
+                raise _leaf_error(spec, i, leaf, exc) from None
             names.append(name or key)
         return cls(names, treespec_dumps(spec), serializers, allow_pickle=True)
 
@@ -180,7 +195,10 @@ class SampleCodec:
                     f"field {i} is {self.data_format[i]!r} (set by the first sample) but this sample has "
                     f"a {type(leaf).__name__} there"
                 )
-            data, _ = serializer.serialize(leaf)
+            try:
+                data, _ = serializer.serialize(leaf)
+            except FormatError as exc:
+                raise _leaf_error(spec, i, leaf, exc) from None
             parts.append(data)
         sizes = np.array([len(p) for p in parts], dtype="<u4").tobytes()
         return sizes + b"".join(parts)

@@ -39,6 +39,24 @@ def _loader_name(item_loader: Any) -> str:
     return str(name)
 
 
+def _move_exclusive(source: str, target: str) -> bool:
+    """Rename ``source`` to ``target`` unless ``target`` exists (then False, ``source`` kept)."""
+    try:
+        os.link(source, target)  # atomic: fails if the name is taken
+    except FileExistsError:
+        return False
+    except OSError:
+        # No hard links on this filesystem: reserve the name, then move the bytes over it.
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False
+        os.replace(source, target)
+        return True
+    os.unlink(source)
+    return True
+
+
 class ChunkWriter:
     """Serialize samples into LitData chunk files in ``output_dir``.
 
@@ -60,6 +78,12 @@ class ChunkWriter:
         Extra or replacement serializers by name.
     chunk_index_start
         First chunk counter ``i`` (append mode continues an existing dataset).
+    exclusive
+        Never replace an existing file: a taken chunk name is skipped for the next counter.
+    name_tag
+        Inserted before the extension of every chunk name (``chunk-R-I{tag}.bin``), e.g. a run id.
+    tmp_tag
+        Inserted into the temp file names (a run id, so leftovers can be told apart).
     """
 
     def __init__(
@@ -75,6 +99,9 @@ class ChunkWriter:
         serializers: Mapping[str, Any] | None = None,
         chunk_index_start: int = 0,
         checksum: str | None = "sha256",
+        exclusive: bool = False,
+        name_tag: str = "",
+        tmp_tag: str = "",
     ) -> None:
         if (chunk_size is None) == (chunk_bytes is None):
             raise ValueError("ChunkWriter needs exactly one of chunk_size and chunk_bytes")
@@ -100,6 +127,9 @@ class ChunkWriter:
         self.item_loader = _loader_name(item_loader)
         self.serializers = serializers
         self._next_chunk = chunk_index_start
+        self.exclusive = exclusive
+        self.name_tag = name_tag
+        self.tmp_tag = tmp_tag
         self._codec: SampleCodec | None = None
         self._token_serializer: Any = None
         self._data_format: list[str] | None = None
@@ -180,12 +210,8 @@ class ChunkWriter:
         data = header + b"".join(self._payloads)
         if self.encryption is not None and self.encryption.level == "chunk":
             data = self.encryption.encrypt(data)
-        filename = f"chunk-{self.rank}-{self._next_chunk}.bin"
-        stored = data
-        if self.compression:
-            filename = f"chunk-{self.rank}-{self._next_chunk}.{self.compression}.bin"
-            stored = compress_file(data, self.compression)
-        self._write_file(filename, stored)
+        stored = compress_file(data, self.compression) if self.compression else data
+        filename = self._write_file(stored)
         dim = self._dim if self.item_loader == "TokensLoader" else None
         extra = (
             {"checksum": f"{self.checksum}:{hashlib.new(self.checksum, data).hexdigest()}"}
@@ -198,17 +224,42 @@ class ChunkWriter:
         self._payloads, self._bytes, self._items, self._dim = [], 0, 0, 0
         return entry
 
-    def _write_file(self, filename: str, data: bytes) -> None:
-        # temp name + rename: an uploader watching the directory never sees a partial chunk
-        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=self.output_dir)
+    def _filename(self) -> str:
+        suffix = f".{self.compression}.bin" if self.compression else ".bin"
+        return f"chunk-{self.rank}-{self._next_chunk}{self.name_tag}{suffix}"
+
+    def _write_file(self, data: bytes) -> str:
+        """Write the next chunk file; return its name.
+
+        Temp name + rename: an uploader watching the directory never sees a partial chunk. With
+        ``exclusive`` the final name is created with ``link`` (never replacing a file): a name
+        already taken (a killed or concurrent run's chunk) is skipped for the next counter, so
+        this writer never adopts or clobbers bytes it did not write.
+        """
+        prefix = f".{self._filename()}.{self.tmp_tag}"
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=self.output_dir)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, os.path.join(self.output_dir, filename))
+            while True:
+                filename = self._filename()
+                target = os.path.join(self.output_dir, filename)
+                if not self.exclusive:
+                    os.replace(tmp, target)
+                    return filename
+                if _move_exclusive(tmp, target):
+                    return filename
+                self._next_chunk += 1
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def close_chunk(self) -> list[ChunkEntry]:
+        """End the current chunk now (if it holds anything); returns its entry, as :meth:`add` does."""
+        if self._done:
+            raise RuntimeError("ChunkWriter.close_chunk() after done()")
+        return [self._flush()] if self._payloads else []
 
     def done(self) -> list[ChunkEntry]:
         """Flush the last chunk, write ``{rank}.index.json`` (if any chunk) and return all entries."""

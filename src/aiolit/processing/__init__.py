@@ -6,12 +6,12 @@ functions), writes LitData-format chunks and writes ``index.json`` last.
 
 from __future__ import annotations
 
+from aiolit.index.hf import index_hf_dataset, index_hf_dataset_async
+from aiolit.index.parquet import index_parquet_dataset, index_parquet_dataset_async
 from aiolit.processing._sources import ALL_DONE
-from aiolit.processing.hf import index_hf_dataset, index_hf_dataset_async
 from aiolit.processing.map import map, map_async
 from aiolit.processing.merge import merge_datasets, merge_datasets_async
 from aiolit.processing.optimize import optimize, optimize_async
-from aiolit.processing.parquet import index_parquet_dataset, index_parquet_dataset_async
 from aiolit.processing.walk import walk
 
 __all__ = [

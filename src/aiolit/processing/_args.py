@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
-from aiolit.errors import LoopError
+from aiolit._loop import ensure_no_running_loop
 from aiolit.processing._sources import sequential_split
 
 __all__ = ["Topology", "check_extra_kwargs", "ensure_no_running_loop", "fast_dev_limit", "resolve_topology"]
@@ -48,24 +47,6 @@ def check_extra_kwargs(name: str, kwargs: dict[str, Any]) -> None:
                 raise ValueError(f"{name}({key}=...) is not supported by aiolit yet (got {value!r})")
             continue
         raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
-
-
-def ensure_no_running_loop(name: str) -> None:
-    """The sync facade blocks; inside a running loop it would deadlock or stall that loop.
-
-    Raises
-    ------
-    LoopError
-        When called from a thread that runs an asyncio event loop.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise LoopError(
-        f"aiolit.{name}() blocks and cannot be called from inside a running event loop; "
-        f"use `await aiolit.{name}_async(...)` instead."
-    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiolit.errors import OptimizeError
+from aiolit.errors import FormatError, OptimizeError
 from aiolit.processing._engine import ProgressBar
 from aiolit.processing._worker import OptimizeTask, TaskResult, describe_input, finish_writer, set_env
 
@@ -104,7 +104,10 @@ async def run_async_fn(
             uploads.add(asyncio.ensure_future(upload(entry.filename)))
 
     def add_all(samples: list[Any]) -> list[Any]:
-        return [entry for sample in samples for entry in writer.add(sample)]
+        try:
+            return [entry for sample in samples for entry in writer.add(sample)]
+        except FormatError as exc:
+            raise OptimizeError(f"a sample fn returned cannot be written: {exc}") from None
 
     async def write(samples: list[Any]) -> None:
         if samples:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import pickle
 import queue as queue_module
 import threading
@@ -77,6 +78,7 @@ class WorkPlan:
     tasks: list[tuple[Any, list[tuple[int, Any]] | None]]
     stream: AsyncIterator[tuple[int, Any]] | None = None
     limit: int | None = None  # stop reading the stream after this many inputs (fast_dev_run)
+    segment: int | None = None  # send the stream as runs of this many consecutive inputs
 
 
 def _blocking_put(q: Any, payload: bytes, stop: threading.Event) -> None:
@@ -95,20 +97,44 @@ async def _feed(plan: WorkPlan, q: Any, num_workers: int, stop: threading.Event)
         except queue_module.Full:
             await asyncio.to_thread(_blocking_put, q, payload, stop)
 
+    def dumps(position: int, item: Any) -> bytes:
+        try:
+            # Pickle here, not in the queue's feeder thread, which would drop the input silently.
+            return pickle.dumps((position, item), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise OptimizeError(f"{describe_input(position, item)} cannot be pickled: {exc!r}") from exc
+
     assert plan.stream is not None
     count = 0
+    run: list[tuple[int, Any]] = []
     async for position, item in plan.stream:
         if plan.limit is not None and count >= plan.limit:
             break
-        try:
-            # Pickle here, not in the queue's feeder thread, which would drop the input silently.
-            payload = pickle.dumps((position, item), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise OptimizeError(f"{describe_input(position, item)} cannot be pickled: {exc!r}") from exc
-        await put(payload)
         count += 1
+        if plan.segment is None:
+            await put(dumps(position, item))
+            continue
+        run.append((position, item))
+        if len(run) == plan.segment:
+            await put(_dump_segment(run))
+            run = []
+    if run:
+        await put(_dump_segment(run))
     for _ in range(num_workers):
         await put(b"")  # one end marker per worker
+
+
+def _dump_segment(run: list[tuple[int, Any]]) -> bytes:
+    """A segment of consecutive inputs, keyed by its first position (the order of the segments)."""
+    try:
+        return pickle.dumps((run[0][0], run), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        for position, item in run:  # name the input that cannot be pickled
+            try:
+                pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                raise OptimizeError(f"{describe_input(position, item)} cannot be pickled: {exc!r}") from exc
+        raise
 
 
 def _drain_progress(q: Any, bar: ProgressBar, stop: threading.Event) -> None:
@@ -143,6 +169,11 @@ def _kill_pool(pool: ProcessPoolExecutor) -> None:
         late = [p for p in list(table.values()) if id(p) not in killed]
         if not late or time.monotonic() > deadline:
             break
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _close_queue(q: Any) -> None:
@@ -187,13 +218,14 @@ async def run_plan(
     if executor is None:
         ctx = multiprocessing.get_context(start_method)
         if plan.stream is not None:
-            item_q = ctx.Queue(maxsize=max(64, 16 * num_tasks))
+            # Bounded: a stream is read only as fast as the workers take it (a few segments each).
+            item_q = ctx.Queue(maxsize=max(64, 16 * num_tasks) if plan.segment is None else 2 * num_tasks)
         progress_q = ctx.Queue()
         pool = ProcessPoolExecutor(
             max_workers=max(1, num_tasks),
             mp_context=ctx,
             initializer=init_worker,
-            initargs=(item_q, progress_q),
+            initargs=(item_q, progress_q, os.getpid()),
         )
     else:
         if plan.stream is not None:
@@ -232,6 +264,10 @@ async def run_plan(
         stop.set()
         for future in pending:
             future.cancel()
+        for future in futures:
+            # The first failure was raised; the others (a broken pool fails every task) must be
+            # retrieved, or asyncio prints "Future exception was never retrieved" at exit.
+            future.add_done_callback(_retrieve)
         if own_pool:
             assert isinstance(pool, ProcessPoolExecutor)
             if ok:

@@ -19,9 +19,10 @@ from aiolit.processing._args import Topology
 from aiolit.processing._output import Output, chunk_rank_and_counter
 from aiolit.processing._worker import TaskResult
 
-__all__ = ["finalize_index", "prepare_output"]
+__all__ = ["finalize_index", "node_index", "prepare_output"]
 
-_OVERWRITE_PATTERNS = ("*.bin", "*index.json")
+# The dataset's files, plus the temp files a killed run can leave behind (chunk and index temps).
+_OVERWRITE_PATTERNS = ("*.bin", "*index.json", ".chunk-*.tmp", ".index.*.tmp", ".*index.json.*.tmp")
 
 
 async def prepare_output(output: Output, mode: str | None, topo: Topology) -> tuple[Any, dict[int, int]]:
@@ -41,6 +42,7 @@ async def prepare_output(output: Output, mode: str | None, topo: Topology) -> tu
                 f"The provided output_dir `{output.url}` already contains an optimized immutable dataset "
                 "(index.json). Pass mode='append' to add to it or mode='overwrite' to replace it."
             )
+        output.index_condition = "new"
         return None, {}
     if mode == "overwrite":
         # With several nodes only node 0 clears the output, so it does not delete the chunks
@@ -55,10 +57,13 @@ async def prepare_output(output: Output, mode: str | None, topo: Topology) -> tu
             ]
             await asyncio.gather(*(output.delete(name) for name in doomed))
         return None, {}
-    data = await output.read("index.json")
+    data, version = await output.read_versioned("index.json")
+    output.index_condition, output.index_version = "version", version
     if data is None:
         return None, {}
     existing = Index.from_json(data, source=f"{output.url}/index.json")
+    if not existing.chunks:  # an empty dataset (fn kept no input): nothing to append to
+        return None, {}
     starts: dict[int, int] = {}
     for entry in existing.chunks:
         parsed = chunk_rank_and_counter(entry.filename)
@@ -80,7 +85,7 @@ def _merge(indexes: Sequence[Any], updated_at: str | None, what: str) -> Any:
         ) from exc
 
 
-def _node_index(results: Sequence[TaskResult]) -> Any:
+def node_index(results: Sequence[TaskResult]) -> Any:
     from aiolit.format import Index
 
     parts = [
@@ -104,11 +109,9 @@ async def finalize_index(
     OptimizeError
         The workers (or the existing dataset) disagree on the config.
     """
-    node = _node_index(results)
+    node = node_index(results)
     if topo.num_nodes == 1:
-        parts = [p for p in (existing, node) if p is not None]
-        if parts:
-            await output.write("index.json", _merge(parts, updated_at, "the index").to_json())
+        await _write_index(output, existing, node, updated_at)
         return
     # An empty node still reports, so the last node knows it finished.
     node_json = node.to_json() if node is not None else json.dumps({"chunks": [], "config": None}).encode()
@@ -116,6 +119,49 @@ async def finalize_index(
     if topo.node_rank != topo.num_nodes - 1:
         return
     await _merge_nodes(output, existing, topo, updated_at)
+
+
+async def _write_index(output: Output, existing: Any, node: Any, updated_at: str) -> None:
+    """Write ``existing + node`` as ``index.json`` unless another writer got there first.
+
+    Appending: when a concurrent append changed the index since this run read it, merge this run's
+    chunks (their names are unique to this run) after the new index and try again. A new dataset
+    (``mode=None``) that another run created meanwhile is an error: nothing is merged into it.
+    """
+    from aiolit.errors import PreconditionFailedError
+    from aiolit.format import Index
+
+    for _ in range(20):
+        parts = [p for p in (existing, node) if p is not None]
+        if not parts:
+            return
+        data = _merge(parts, updated_at, "the index").to_json()
+        if output.index_condition == "any":
+            await output.write("index.json", data)
+            return
+        expected = output.index_version if output.index_condition == "version" else None  # None: absent
+        if output.index_condition == "version" and expected is None and existing is not None:
+            await output.write("index.json", data)  # a store without version tokens: last writer wins
+            return
+        try:
+            await output.write_if_version("index.json", data, expected)
+            return
+        except PreconditionFailedError:
+            pass
+        current, version = await output.read_versioned("index.json")
+        if current is not None and node is not None and node.chunks:
+            mine = node.chunks[0].filename
+            if any(entry.filename == mine for entry in Index.from_json(current).chunks):
+                return  # a retried request had already written our index
+        if output.index_condition == "new" and current is not None:
+            raise OptimizeError(
+                f"another optimize created {output.url}/index.json while this run was writing; this run's "
+                "samples were not added to it. Run again with mode='append' to add them, or "
+                "mode='overwrite' to replace that dataset."
+            )
+        existing = None if current is None else Index.from_json(current, source=f"{output.url}/index.json")
+        output.index_version = version
+    raise OptimizeError(f"gave up writing {output.url}/index.json: other writers kept changing it")
 
 
 async def _merge_nodes(output: Output, existing: Any, topo: Topology, updated_at: str) -> None:

@@ -6,9 +6,11 @@ atomically); remote outputs go through :func:`aiolit.stores.open_store`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,30 @@ def chunk_rank_and_counter(filename: str) -> tuple[int, int] | None:
     """``"chunk-3-7.zstd.bin"`` → ``(3, 7)``; ``None`` for names that do not follow the pattern."""
     match = _CHUNK_NAME.match(os.path.basename(filename))
     return None if match is None else (int(match.group(1)), int(match.group(2)))
+
+
+def _local_version(st: os.stat_result) -> str:
+    # os.replace gives every written index a new inode, so this changes on every write.
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+@contextlib.contextmanager
+def _locked_dir(path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the directory ``path`` (no-op where flock is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # a filesystem without flock (some network mounts): proceed unlocked
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class Output:
@@ -51,6 +77,11 @@ class Output:
         self.local_path = None if path is None else os.path.abspath(os.path.expanduser(path))
         self.url = self.local_path if self.local_path is not None else output_dir.rstrip("/")
         self._store: Any = None
+        # What the final index.json write expects to find (set by prepare_output): "new" (no index:
+        # a new dataset), "version" (append: the index read at the start, index_version; None for
+        # none), or "any" (overwrite).
+        self.index_condition = "any"
+        self.index_version: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -118,6 +149,56 @@ class Output:
                 raise
             return
         await self._remote().put(name, data)
+
+    async def read_versioned(self, name: str) -> tuple[bytes | None, str | None]:
+        """The file's bytes and a version token for :meth:`write_if_version`; ``(None, None)`` if absent."""
+        if self.local_path is not None:
+            with _locked_dir(self.local_path):
+                try:
+                    with open(os.path.join(self.local_path, name), "rb") as f:
+                        return f.read(), _local_version(os.fstat(f.fileno()))
+                except FileNotFoundError:
+                    return None, None
+        from aiolit.errors import ObjectNotFoundError
+
+        try:
+            data, version = await self._remote().get_versioned(name)
+        except (ObjectNotFoundError, FileNotFoundError):
+            return None, None
+        except NotImplementedError:
+            return await self.read(name), None
+        return bytes(data), version
+
+    async def write_if_version(self, name: str, data: bytes, version: str | None) -> None:
+        """Write ``name`` only if it is still at ``version`` (``None``: only if it does not exist).
+
+        Locally a lock on the directory (``flock``) makes check-and-replace atomic between
+        writers on this machine; remote stores use their conditional requests.
+
+        Raises
+        ------
+        PreconditionFailedError
+            Another writer changed (or created) the file since ``version`` was read.
+        """
+        from aiolit.errors import PreconditionFailedError
+
+        if self.local_path is None:
+            try:
+                await self._remote().put_if_version(name, data, version)
+            except NotImplementedError:
+                await self.write(name, data)  # a store without conditional writes: last writer wins
+            return
+        self.make_local_dir()
+        with _locked_dir(self.local_path):
+            try:
+                current: str | None = _local_version(os.stat(os.path.join(self.local_path, name)))
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                raise PreconditionFailedError(
+                    f"{os.path.join(self.local_path, name)}: changed by another writer since it was read"
+                )
+            await self.write(name, data)
 
     async def put_file(self, name: str, path: str) -> None:
         """Copy a local file to ``name`` (upload when remote)."""

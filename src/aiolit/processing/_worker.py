@@ -13,14 +13,17 @@ import os
 import pickle
 import queue as queue_module
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiolit.errors import OptimizeError
+from aiolit.errors import FormatError, OptimizeError
 from aiolit.processing._upload import Uploader
 
 if TYPE_CHECKING:
@@ -32,11 +35,13 @@ __all__ = [
     "TaskResult",
     "WorkerTask",
     "describe_input",
+    "exit_if_orphaned",
     "finish_writer",
     "init_worker",
     "run_map_task",
     "run_optimize_task",
     "set_env",
+    "unwritable_sample",
 ]
 
 # Installed by `init_worker` in the default process pool; None in foreign executors.
@@ -45,12 +50,62 @@ _PROGRESS_QUEUE: Any = None
 _PARENT_PID: int | None = None
 
 
-def init_worker(item_queue: Any, progress_queue: Any) -> None:
-    """Pool initializer: remember the shared queues (they can only be inherited at process start)."""
+_ORPHAN_EXIT = 70  # exit status of a worker that outlived its coordinator
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: have the kernel SIGKILL this process the moment its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # the watchdog thread and the checks between inputs still apply
+
+
+def exit_if_orphaned() -> None:
+    """End this worker at once (``os._exit``) if the coordinator that started it is gone.
+
+    ``SystemExit`` would not do: the pool catches it inside a task and the process lives on.
+    """
+    if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
+        os._exit(_ORPHAN_EXIT)
+
+
+def _watch_parent(interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        exit_if_orphaned()
+
+
+def init_worker(item_queue: Any, progress_queue: Any, coordinator_pid: int | None = None) -> None:
+    """Pool initializer: remember the shared queues and tie this process's life to the coordinator.
+
+    The kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG`` on Linux); a watchdog
+    thread and a check between inputs cover other platforms and a parent that died before the
+    signal was armed. Without them a SIGKILLed coordinator would leave workers writing chunks.
+    """
     global _ITEM_QUEUE, _PROGRESS_QUEUE, _PARENT_PID
+    _set_parent_death_signal()
     _ITEM_QUEUE = item_queue
     _PROGRESS_QUEUE = progress_queue
     _PARENT_PID = os.getppid()
+    if coordinator_pid is not None and coordinator_pid != _PARENT_PID and not _alive(coordinator_pid):
+        os._exit(_ORPHAN_EXIT)  # the coordinator died while this process was starting
+    threading.Thread(target=_watch_parent, args=(0.5,), name="aiolit-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def describe_input(position: int, item: Any) -> str:
@@ -84,7 +139,9 @@ class _Progress:
 
 def _iter_inputs(items: list[tuple[int, Any]] | None) -> Iterator[tuple[int, Any]]:
     if items is not None:
-        yield from items
+        for entry in items:
+            exit_if_orphaned()
+            yield entry
         return
     if _ITEM_QUEUE is None:
         raise RuntimeError("a shared-queue task ran outside aiolit's process pool")
@@ -92,8 +149,7 @@ def _iter_inputs(items: list[tuple[int, Any]] | None) -> Iterator[tuple[int, Any
         try:
             entry = _ITEM_QUEUE.get(timeout=1.0)
         except queue_module.Empty:
-            if os.getppid() != _PARENT_PID:
-                raise SystemExit("aiolit: the optimize coordinator died; stopping this worker") from None
+            exit_if_orphaned()
             continue
         if not entry:  # b"" ends the queue, one per worker
             return
@@ -118,6 +174,8 @@ class TaskResult:
     num_inputs: int = 0
     num_samples: int = 0
     num_bytes: int = 0
+    # Ordered streams: (segment id, number of entries written when the segment ended), in order.
+    segments: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -140,6 +198,9 @@ class OptimizeTask(WorkerTask):
 
     writer_options: dict[str, Any]
     chunk_index_start: int = 0
+    # The queue carries (segment id, [(position, input), ...]) runs of consecutive inputs; every
+    # segment ends its last chunk, so the coordinator can order the chunks as the inputs were.
+    segmented: bool = False
 
 
 def _samples(fn: Callable[..., Any], item: Any) -> Iterator[Any]:
@@ -154,6 +215,13 @@ def _samples(fn: Callable[..., Any], item: Any) -> Iterator[Any]:
 
 def _fail(position: int, item: Any, what: str) -> OptimizeError:
     return OptimizeError(f"{what} on {describe_input(position, item)}:\n{traceback.format_exc()}")
+
+
+def unwritable_sample(position: int, item: Any, exc: FormatError) -> OptimizeError:
+    """The error for a sample ``fn`` returned that the writer cannot serialize (no fn traceback)."""
+    return OptimizeError(
+        f"the sample fn returned for {describe_input(position, item)} cannot be written: {exc}"
+    )
 
 
 def finish_writer(writer: ChunkWriter, write_dir: str, rank: int) -> tuple[list[Any], dict[str, Any]]:
@@ -202,17 +270,35 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         if uploader is not None:
             uploader.submit(entry.filename)
 
+    def process(position: int, item: Any) -> None:
+        nonlocal num_inputs, num_samples
+        try:
+            for sample in _samples(task.fn, item):
+                try:
+                    added = writer.add(sample)
+                except FormatError as exc:
+                    raise unwritable_sample(position, item, exc) from None
+                for entry in added:
+                    chunk_done(entry)
+                num_samples += 1
+        except OptimizeError:
+            raise
+        except Exception:
+            raise _fail(position, item, "fn raised") from None
+        num_inputs += 1
+        progress.add(items=1)
+
+    segments: list[tuple[int, int]] = []
     try:
         for position, item in _iter_inputs(items):
-            try:
-                for sample in _samples(task.fn, item):
-                    for entry in writer.add(sample):
-                        chunk_done(entry)
-                    num_samples += 1
-            except Exception:
-                raise _fail(position, item, "fn raised") from None
-            num_inputs += 1
-            progress.add(items=1)
+            if not task.segmented:
+                process(position, item)
+                continue
+            for inner_position, inner_item in item:  # position is the segment id
+                process(inner_position, inner_item)
+            for entry in writer.close_chunk():
+                chunk_done(entry)
+            segments.append((position, len(writer.entries)))
         entries: list[Any] = []
         config: dict[str, Any] | None = None
         if num_samples:
@@ -222,7 +308,7 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         if uploader is not None:
             uploader.wait()
         progress.flush()
-        return TaskResult(task.rank, entries, config, num_inputs, num_samples, num_bytes)
+        return TaskResult(task.rank, entries, config, num_inputs, num_samples, num_bytes, segments)
     finally:
         if uploader is not None:
             uploader.close()

@@ -19,6 +19,7 @@ from aiolit.processing._args import (
     resolve_topology,
 )
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
+from aiolit.processing._guards import check_spawn_safe
 from aiolit.processing._output import Output
 from aiolit.processing._sources import batched, open_source, ranges_stream
 from aiolit.processing._worker import MapTask, run_map_task
@@ -94,6 +95,8 @@ async def map_async(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     limit = fast_dev_limit(fast_dev_run)
     topo = resolve_topology(num_workers, num_nodes, start_method)
+    if executor is None:
+        check_spawn_safe("map", fn, topo.start_method)
     source = open_source(inputs, None)
     output = Output(output_dir, storage_options)
     try:

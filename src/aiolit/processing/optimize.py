@@ -9,8 +9,10 @@ a failed or killed run never leaves a dataset that looks complete.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -25,10 +27,11 @@ from aiolit.processing._args import (
 )
 from aiolit.processing._async_fn import is_async_fn, run_async_fn
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
+from aiolit.processing._guards import check_spawn_safe
 from aiolit.processing._nodes import finalize_index, prepare_output
 from aiolit.processing._output import Output
 from aiolit.processing._sources import Source, batched, open_source, ranges_stream
-from aiolit.processing._worker import OptimizeTask, run_optimize_task
+from aiolit.processing._worker import OptimizeTask, TaskResult, run_optimize_task
 
 __all__ = ["optimize", "optimize_async"]
 
@@ -69,6 +72,33 @@ async def _batched_stream(
             position, batch = position + 1, []
     if batch:
         yield position, batch
+
+
+# Inputs per segment of an ordered stream: every segment ends a chunk, so larger segments give
+# fewer short chunks; the queue holds two segments per worker (bounded memory).
+_SEGMENT = 256
+
+
+def _in_input_order(results: list[TaskResult]) -> TaskResult:
+    """One result whose entries follow the input order of the segments the workers wrote."""
+    from aiolit.processing._nodes import node_index
+
+    pieces: list[tuple[int, list[Any]]] = []
+    for result in results:
+        start = 0
+        for segment, end in result.segments:
+            pieces.append((segment, list(result.entries[start:end])))
+            start = end
+    pieces.sort(key=lambda piece: piece[0])
+    merged = node_index(results)  # validates that the workers agree on the config
+    return TaskResult(
+        rank=0,
+        entries=[entry for _, entries in pieces for entry in entries],
+        config=None if merged is None else dict(merged.config),
+        num_inputs=sum(r.num_inputs for r in results),
+        num_samples=sum(r.num_samples for r in results),
+        num_bytes=sum(r.num_bytes for r in results),
+    )
 
 
 def _input_stream(
@@ -137,8 +167,9 @@ async def optimize_async(
     mode
         ``None`` (the output must not hold an ``index.json``), ``"append"`` or ``"overwrite"``.
     keep_data_ordered
-        ``True``: contiguous input ranges per worker, sample order = input order. ``False``: workers
-        pull inputs from a shared queue (load balancing), any order.
+        ``True``: contiguous input ranges per worker, sample order = input order (an iterator or
+        generator is streamed in segments of consecutive inputs, with bounded memory; each segment
+        ends a chunk). ``False``: workers pull inputs from a shared queue (load balancing), any order.
     item_loader
         ``TokensLoader()`` for token datasets; default ``PyTreeLoader``.
     reorder_files
@@ -148,7 +179,8 @@ async def optimize_async(
     start_method
         Multiprocessing start method of the default pool (default ``spawn``; ``fork`` in notebooks).
     storage_options
-        Options for the output store.
+        Options for the output store (including the retry budget: ``retry_max_attempts``,
+        ``retry_connect_attempts``, ... or ``retry=RetryPolicy(...)``).
     executor
         Any ``concurrent.futures.Executor`` (e.g. ``dask_client.get_executor()``) instead of the
         default process pool; streamed inputs are then read fully before the tasks start.
@@ -162,8 +194,10 @@ async def optimize_async(
     ValueError
         Bad arguments.
     OptimizeError
-        ``fn`` raised (the message names the input and holds its traceback), a worker died, or the
-        output already holds a dataset and ``mode`` is ``None``.
+        ``fn`` raised (the message names the input and holds its traceback), a sample cannot be
+        serialized (the message names the field and its type), a worker died, the output already
+        holds a dataset and ``mode`` is ``None`` (or another run created one meanwhile), or the
+        script would break spawned workers (no ``if __name__ == "__main__":`` guard, read from stdin).
     """
     del reorder_files  # aiolit never reorders: the sample order is the input order
     check_extra_kwargs("optimize", kwargs)
@@ -192,17 +226,25 @@ async def optimize_async(
     limit = fast_dev_limit(fast_dev_run)
     loader_name = _item_loader_name(item_loader)
     topo = resolve_topology(num_workers, num_nodes, start_method)
+    if executor is None and not is_async_fn(fn):
+        check_spawn_safe("optimize", fn, topo.start_method)
     source = open_source(inputs, queue)
     output = Output(output_dir, storage_options)
 
     try:
         existing, starts = await prepare_output(output, mode, topo)
+        run_id = uuid.uuid4().hex[:8]
         writer_options = {
             "chunk_size": chunk_size,
             "chunk_bytes": parsed_bytes,
             "compression": compression,
             "encryption": encryption,
             "item_loader": loader_name,
+            # A run never adopts or clobbers bytes it did not write: local chunk names are taken
+            # exclusively; remote appends (no exclusive create there) tag their names with the run.
+            "exclusive": output.is_local,
+            "name_tag": f".{run_id}" if mode == "append" and not output.is_local else "",
+            "tmp_tag": f"{run_id}.",
         }
 
         def make_task(rank: int) -> OptimizeTask:
@@ -225,10 +267,14 @@ async def optimize_async(
         )
         if not any(result.num_samples for result in results) and topo.num_nodes == 1 and existing is None:
             warnings.warn(
-                f"optimize() produced no samples (fn returned None for every input); nothing was "
-                f"written to {output.url}",
+                f"optimize() produced no samples (fn returned None for every input); {output.url} "
+                "holds an empty dataset",
                 stacklevel=2,
             )
+            from aiolit.format import Index
+
+            # LitData's empty dataset: {"chunks": [], "config": null, "updated_at": ...}
+            await output.write("index.json", Index([], {}, str(started)).to_json())
             return
         await finalize_index(output, results, existing, topo, updated_at=str(started))
     finally:
@@ -249,10 +295,12 @@ async def _run(
 ) -> list[Any]:
     """Partition the inputs and run the tasks; return one result per writer."""
     async_fn = is_async_fn(fn)
-    # Ordered runs need the length up front (contiguous ranges); so do foreign executors, which
-    # cannot share a queue with the loop. Queues are streams whatever the order setting.
-    if source.items is None and (executor is not None or (ordered and not source.is_queue and not async_fn)):
+    # Foreign executors cannot share a queue with the loop: they get the inputs up front. Ordered
+    # streams (generators, iterators) go through the queue in segments of consecutive inputs, read
+    # only as fast as the workers take them; the chunks are put back in input order at the end.
+    if source.items is None and executor is not None:
         await source.materialize()
+    segmented = ordered and source.items is None and not source.is_queue and not async_fn
     items = source.items
     if items is not None and batch_size is not None:
         items = batched(items, batch_size)
@@ -280,11 +328,17 @@ async def _run(
             else:
                 plan = WorkPlan(
                     run_optimize_task,
-                    [(make_task(topo.rank(w)), None) for w in range(topo.num_workers)],
+                    [
+                        (dataclasses.replace(make_task(topo.rank(w)), segmented=segmented), None)
+                        for w in range(topo.num_workers)
+                    ],
                     stream=_input_stream(source, items, ranges, batch_size),
                     limit=stream_limit,
+                    segment=_SEGMENT if segmented else None,
                 )
             results = await run_plan(plan, executor=executor, start_method=topo.start_method, bar=bar)
+            if segmented:
+                results = [_in_input_order(results)]
         bar.finish(sum(r.num_inputs for r in results), sum(r.num_bytes for r in results))
         return results
     finally:

@@ -6,7 +6,7 @@ through ``__len__``/``__getitem__``/``__getitems__``.
 
 from __future__ import annotations
 
+from aiolit.index.raw import BaseIndexer, FileIndexer, FileMetadata
 from aiolit.raw.dataset import StreamingRawDataset
-from aiolit.raw.indexer import BaseIndexer, FileIndexer, FileMetadata
 
 __all__ = ["BaseIndexer", "FileIndexer", "FileMetadata", "StreamingRawDataset"]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import operator
 import os
+import sys
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
 
 from aiolit import _loop
 from aiolit.errors import FormatError, ObjectNotFoundError
-from aiolit.raw.indexer import (
+from aiolit.index.raw import (
     INDEX_FILENAME,
     BaseIndexer,
     FileIndexer,
@@ -67,6 +70,14 @@ class StreamingRawDataset:
         files of a plain local directory are returned in place.
     max_concurrency : int, default 64
         Requests in flight per process and event loop.
+    max_prefetch : int, default 16
+        After a batch of consecutive indices, fetch the items that come next for this loader
+        worker (from ``indices[0] + num_workers * len(indices)``) in the background, as
+        LitData: at most ``max_prefetch`` of them, and ``64 // num_workers`` when a
+        DataLoader has more workers. ``0`` turns it off.
+    prefetch_cache_size : int, optional
+        Prefetched items kept (least recently used dropped first); default
+        ``2 * max_prefetch``. ``0`` turns prefetching off.
 
     Notes
     -----
@@ -85,10 +96,13 @@ class StreamingRawDataset:
         transform: Callable[[Any], Any] | None = None,
         item_type: ItemType = "bytes",
         max_concurrency: int = 64,
+        max_prefetch: int = 16,
+        prefetch_cache_size: int | None = None,
     ) -> None:
         self._configure(
             input_dir, cache_dir, indexer, storage_options, cache_files, transform, item_type, max_concurrency
         )
+        self._configure_prefetch(max_prefetch, prefetch_cache_size)
         _loop.run(self._aload(recompute_index))
 
     @classmethod
@@ -103,12 +117,15 @@ class StreamingRawDataset:
         transform: Callable[[Any], Any] | None = None,
         item_type: ItemType = "bytes",
         max_concurrency: int = 64,
+        max_prefetch: int = 16,
+        prefetch_cache_size: int | None = None,
     ) -> _D:
         """Build the dataset without blocking the running event loop (same arguments as the class)."""
         self = cls.__new__(cls)
         self._configure(
             input_dir, cache_dir, indexer, storage_options, cache_files, transform, item_type, max_concurrency
         )
+        self._configure_prefetch(max_prefetch, prefetch_cache_size)
         await self._aload(recompute_index)
         return self
 
@@ -146,6 +163,20 @@ class StreamingRawDataset:
         self._store: Store = open_store(self.input_dir, self.storage_options)
         self._in_place = isinstance(self._store, LocalStore) and self._store.is_local
         self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _configure_prefetch(self, max_prefetch: int, prefetch_cache_size: int | None) -> None:
+        for name, value in (("max_prefetch", max_prefetch), ("prefetch_cache_size", prefetch_cache_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+        # LitData clamps negative values to 0 (off) rather than refusing them.
+        self.max_prefetch = max(0, max_prefetch)
+        if prefetch_cache_size is None:
+            prefetch_cache_size = 2 * self.max_prefetch
+        self.prefetch_cache_size = max(0, prefetch_cache_size)
+        self._prefetched: OrderedDict[int, Any] = OrderedDict()  # position -> fetched item (LRU)
+        self._inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Task[Any]]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -219,12 +250,16 @@ class StreamingRawDataset:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_limits"] = None  # semaphores belong to one process's loop
+        state["_limits"] = None  # semaphores and tasks belong to one process's loop
+        state["_inflight"] = None
+        state["_prefetched"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._limits = weakref.WeakKeyDictionary()
+        self._inflight = weakref.WeakKeyDictionary()
+        self._prefetched = OrderedDict()
 
     # -- fetching ----------------------------------------------------------------------------
     def _position(self, index: int) -> int:
@@ -236,6 +271,63 @@ class StreamingRawDataset:
 
     async def _fetch_items(self, indices: Sequence[int]) -> list[Any]:
         positions = [self._position(operator.index(i)) for i in indices]
+        if not self.max_prefetch or not self.prefetch_cache_size:
+            return await self._fetch_positions(positions)
+        loop = asyncio.get_running_loop()
+        inflight = self._inflight.setdefault(loop, {})
+        found: dict[int, Any] = {}
+        waiting: dict[int, asyncio.Task[Any]] = {}
+        missing: list[int] = []
+        for p in dict.fromkeys(positions):
+            if p in self._prefetched:
+                self._prefetched.move_to_end(p)
+                found[p] = self._prefetched[p]
+            elif p in inflight:
+                waiting[p] = inflight[p]
+            else:
+                missing.append(p)
+        for p, value in zip(missing, await self._fetch_positions(missing), strict=True):
+            found[p] = value
+        for p, task in waiting.items():
+            try:
+                found[p] = await asyncio.shield(task)
+            except Exception:  # a failed prefetch: fetch it again, and report that error
+                found[p] = (await self._fetch_positions([p]))[0]
+        self._schedule_prefetch(positions, inflight)
+        return [found[p] for p in positions]
+
+    def _schedule_prefetch(self, positions: list[int], inflight: dict[int, asyncio.Task[Any]]) -> None:
+        """Start fetching the items this worker's next batch will ask for (LitData's look-ahead)."""
+        if not positions or any(b != a + 1 for a, b in itertools.pairwise(positions)):
+            return  # only sequential batches predict the next one
+        # Without torch imported there is no DataLoader worker (and no need to import it).
+        torch_data = sys.modules.get("torch.utils.data")
+        info = torch_data.get_worker_info() if torch_data is not None else None
+        workers = info.num_workers if info is not None else 1
+        ahead = self.max_prefetch if workers <= 1 else min(self.max_prefetch, 64 // workers)
+        start = positions[0] + workers * len(positions)
+        for p in range(start, min(start + ahead, len(self._keys))):
+            if p not in self._prefetched and p not in inflight:
+                task = asyncio.ensure_future(self._prefetch(p, inflight))
+                task.add_done_callback(_ignore_failure)
+                inflight[p] = task
+
+    async def _prefetch(self, position: int, inflight: dict[int, asyncio.Task[Any]]) -> Any:
+        try:
+            value = (await self._fetch_positions([position]))[0]
+            self._prefetched[position] = value
+            while len(self._prefetched) > self.prefetch_cache_size:
+                self._prefetched.popitem(last=False)
+            return value
+        finally:
+            inflight.pop(position, None)
+
+    async def _prefetch_done(self) -> None:
+        """Wait until this loop's prefetches have finished (tests, orderly shutdown)."""
+        tasks = list(self._inflight.get(asyncio.get_running_loop(), {}).values())
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _fetch_positions(self, positions: Sequence[int]) -> list[Any]:
         wanted = {key: size for p in positions for key, size in self._keys[p]}
         loop = asyncio.get_running_loop()
         limit = self._limits.get(loop)
@@ -302,6 +394,12 @@ class StreamingRawDataset:
         if any(part in ("", ".", "..") for part in parts) or key == INDEX_FILENAME:
             raise FormatError(f"cannot cache {key!r} from {self.input_dir}: unsafe name for the cache dir")
         return os.path.join(self.cache_dir, *parts)
+
+
+def _ignore_failure(task: asyncio.Task[Any]) -> None:
+    # Prefetching is best effort: a failure shows when the item itself is asked for.
+    if not task.cancelled():
+        task.exception()
 
 
 def _has_size(path: str, size: int) -> bool:

@@ -91,7 +91,8 @@ def open_store(
     session_options : dict, optional
         S3 session options (``profile_name``, ``region_name``); merged into the options elsewhere.
     retry : RetryPolicy or bool, default True
-        The retry policy of remote stores (True: the default policy, False: no retries).
+        The retry policy of remote stores (True: the default policy, or the one ``storage_options``
+        sets with ``retry``/``retry_*`` keys, see :class:`RetryPolicy`; False: no retries).
 
     Returns
     -------
@@ -100,6 +101,9 @@ def open_store(
     storage = dict(storage_options or {})
     session = dict(session_options or {})
     transfer = TransferOptions.pop_from(storage)
+    from_options = RetryPolicy.pop_from(storage)
+    if retry is True and from_options is not None:
+        retry = from_options
     scheme, sep, _ = url.partition("://")
     if not sep or scheme == "file" or len(scheme) == 1:  # a plain path (or a Windows drive)
         if storage or session:

@@ -9,7 +9,13 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiolit.errors import ObjectNotFoundError, StoreError, StorePermissionError, TransientStoreError
+from aiolit.errors import (
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+    StorePermissionError,
+    TransientStoreError,
+)
 from aiolit.stores._base import Buffer, ClientStore, ObjectMeta, TransferOptions
 from aiolit.stores._util import range_text, store_error
 
@@ -127,6 +133,25 @@ class AzureStore(ClientStore):
             props = await container.get_blob_client(self._key(key)).get_blob_properties()
         return _meta(key, props)
 
+    async def _get_versioned(self, key: str) -> tuple[bytes, str]:
+        with self._errors(key):
+            container = await self._c()
+            stream = await container.download_blob(self._key(key), max_concurrency=1)
+            data: bytes = await stream.readall()
+            return data, str(stream.properties.etag)
+
+    async def _put_if_version(self, key: str, data: Buffer, version: str | None) -> None:
+        from azure.core import MatchConditions
+
+        condition: dict[str, Any] = (
+            {"overwrite": False}
+            if version is None
+            else {"overwrite": True, "etag": version, "match_condition": MatchConditions.IfNotModified}
+        )
+        with self._errors(key):
+            container = await self._c()
+            await container.upload_blob(self._key(key), bytes(data), max_concurrency=1, **condition)
+
     async def _delete(self, key: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -202,6 +227,10 @@ def _translate(exc: Exception, url: str, byte_range: tuple[int, int] | None) -> 
     detail = (
         f"status {status} {code or ''}".rstrip() + f": {getattr(exc, 'reason', None) or type(exc).__name__}"
     )
+    if status == 412 or (status == 409 and code == "BlobAlreadyExists"):
+        return store_error(
+            PreconditionFailedError, f"{where}: changed by another writer ({detail})", url=url, status=status
+        )
     if isinstance(exc, ResourceNotFoundError) or status == 404:
         what = "container" if code == "ContainerNotFound" else "blob"
         return store_error(ObjectNotFoundError, f"{where}: {what} not found ({detail})", url=url, status=404)

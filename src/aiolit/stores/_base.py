@@ -334,6 +334,39 @@ class Store(abc.ABC):
         path = os.fspath(path)
         await self._put_file(key, path, os.stat(path).st_size)
 
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """Return the object ``key`` and an opaque version token for :meth:`put_if_version`.
+
+        Raises
+        ------
+        ObjectNotFoundError
+            If ``key`` does not exist.
+        NotImplementedError
+            The backend has no conditional writes.
+        """
+        return await self._get_versioned(check_key(key))
+
+    async def put_if_version(self, key: str, data: Buffer, version: str | None) -> None:
+        """Store ``data`` (one request, small objects) only if ``key`` is still at ``version``.
+
+        ``version=None`` writes only if ``key`` does not exist. This is a compare-and-swap
+        (S3/GCS ``If-Match``/``If-None-Match`` or generation match, Azure ``if_match``).
+
+        Raises
+        ------
+        PreconditionFailedError
+            ``key`` changed since ``version`` was read (or exists, for ``None``).
+        NotImplementedError
+            The backend has no conditional writes.
+        """
+        await self._put_if_version(check_key(key), data, version)
+
+    async def _get_versioned(self, key: str) -> tuple[bytes, str]:
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    async def _put_if_version(self, key: str, data: Buffer, version: str | None) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
     async def head(self, key: str) -> ObjectMeta:
         """Return the size, etag and mtime of ``key``; ``ObjectNotFoundError`` if missing."""
         return await self._head(check_key(key))

@@ -10,7 +10,13 @@ from datetime import datetime
 from typing import Any, cast
 from urllib.parse import quote
 
-from aiolit.errors import ObjectNotFoundError, StoreError, StorePermissionError, TransientStoreError
+from aiolit.errors import (
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+    StorePermissionError,
+    TransientStoreError,
+)
 from aiolit.stores._base import Buffer, ClientStore, ObjectMeta, ReadPart, TransferOptions
 from aiolit.stores._util import range_text, store_error
 
@@ -119,6 +125,33 @@ class GCSStore(ClientStore):
             meta = await storage.download_metadata(self._bucket, self._key(key), timeout=self._timeout)
         return _meta(key, meta)
 
+    async def _get_versioned(self, key: str) -> tuple[bytes, str]:
+        with self._errors(key):
+            storage = await self._c()
+            meta = await storage.download_metadata(self._bucket, self._key(key), timeout=self._timeout)
+            generation = str(meta["generation"])
+            # Read that very generation: the bytes and the token must match.
+            data: bytes = await storage._download(
+                self._bucket,
+                self._key(key),
+                params={"alt": "media", "generation": generation},
+                timeout=self._timeout,
+            )
+        return data, generation
+
+    async def _put_if_version(self, key: str, data: Buffer, version: str | None) -> None:
+        with self._errors(key):
+            storage = await self._c()
+            await storage.upload(
+                self._bucket,
+                self._key(key),
+                bytes(data),
+                content_type="application/octet-stream",
+                parameters={"ifGenerationMatch": "0" if version is None else version},
+                force_resumable_upload=False,
+                timeout=self._timeout,
+            )
+
     async def _delete(self, key: str) -> None:
         with self._errors(key):
             storage = await self._c()
@@ -223,6 +256,10 @@ def _translate(exc: Exception, url: str, byte_range: tuple[int, int] | None) -> 
     status = getattr(exc, "status", None)
     if isinstance(exc, aiohttp.ClientResponseError) or isinstance(status, int):
         detail = f"status {status}: {getattr(exc, 'message', '') or type(exc).__name__}"
+        if status == 412:
+            return store_error(
+                PreconditionFailedError, f"{where}: changed by another writer ({detail})", url=url, status=412
+            )
         if status == 404:
             return store_error(ObjectNotFoundError, f"{where}: not found ({detail})", url=url, status=404)
         if status in (401, 403):

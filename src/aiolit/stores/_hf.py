@@ -173,7 +173,7 @@ class HFStore(Store):
         return f"{url}/{quote(path, safe='/')}" if path else url
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        from aiolit import __version__
+        from aiolit._version import __version__
 
         headers = {"User-Agent": f"aiolit/{__version__}", **(extra or {})}
         if self._token:

@@ -62,9 +62,9 @@ class LocalStore(Store):
     def _error(self, exc: OSError, key: str, byte_range: tuple[int, int] | None = None) -> StoreError:
         url = self.url_for(key)
         if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError):
-            return store_error(
-                ObjectNotFoundError, f"{url}: no such file ({self.path_for(key)})", url=url, status=404
-            )
+            path = self.path_for(key)
+            where = url if url == path else f"{url} ({path})"  # name a plain path once
+            return store_error(ObjectNotFoundError, f"{where}: no such file", url=url, status=404)
         if isinstance(exc, PermissionError):
             return store_error(
                 StorePermissionError,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiolit.errors import RetriesExhaustedError, StoreError, TransientStoreError
 from aiolit.stores._base import Buffer, ObjectMeta, Store
@@ -38,6 +40,15 @@ class RetryPolicy:
         Seconds after the first attempt past which no new attempt starts.
     jitter : bool
         Full jitter: wait a uniform random time in ``[0, bound]`` (spreads out retry storms).
+    connect_attempts : int
+        Attempts of a request that cannot connect at all (connection refused, unknown host) while
+        the store has not reached its server yet: a wrong or down endpoint fails in about a second
+        instead of spending ``max_attempts``. Once one request got an answer, connection failures
+        are retried like any transient error.
+
+    Set it per call with ``open_store(..., retry=RetryPolicy(...))``, or through
+    ``storage_options``: ``{"retry": RetryPolicy(...)}`` (``False`` for no retries), or any field
+    prefixed with ``retry_`` (``{"retry_max_attempts": 3, "retry_connect_attempts": 10}``).
     """
 
     max_attempts: int = 10
@@ -45,17 +56,75 @@ class RetryPolicy:
     max_backoff: float = 15.0
     deadline: float = 300.0
     jitter: bool = True
+    connect_attempts: int = 3
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
+        if self.connect_attempts < 1:
+            raise ValueError(f"RetryPolicy.connect_attempts must be >= 1, got {self.connect_attempts}")
         if self.initial_backoff < 0 or self.max_backoff < 0 or self.deadline <= 0:
             raise ValueError("RetryPolicy backoffs must be >= 0 and the deadline > 0")
+
+    @classmethod
+    def pop_from(cls, options: dict[str, Any]) -> RetryPolicy | bool | None:
+        """Remove the retry settings from ``storage_options``; None when there are none.
+
+        Raises
+        ------
+        ValueError
+            A ``retry`` value that is not a RetryPolicy, a bool or a dict of its fields, or an
+            unknown ``retry_*`` name.
+        """
+        value = options.pop("retry", None)
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        prefixed = {k[len("retry_") :]: options.pop(k) for k in list(options) if k.startswith("retry_")}
+        unknown = sorted(set(prefixed) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"unknown retry option(s) {['retry_' + u for u in unknown]}; accepted: "
+                f"{['retry_' + f for f in fields]}"
+            )
+        if isinstance(value, dict):
+            prefixed = {**value, **prefixed}
+            value = None
+        if value is not None and not isinstance(value, RetryPolicy | bool):
+            raise ValueError(f"storage option 'retry' must be a RetryPolicy, a bool or a dict, got {value!r}")
+        if not prefixed:
+            return value
+        if value is False:
+            raise ValueError("storage option retry=False cannot be combined with retry_* settings")
+        base = value if isinstance(value, RetryPolicy) else cls()
+        return dataclasses.replace(base, **prefixed)
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         bound = min(self.max_backoff, self.initial_backoff * (2.0 ** (attempt - 1)))
         return random.uniform(0.0, bound) if self.jitter else bound
+
+
+_CONNECT_ERRORS = (
+    "EndpointConnectionError",  # botocore
+    "ClientConnectorError",  # aiohttp (gcloud-aio, azure's aiohttp transport)
+    "ClientConnectorDNSError",
+    "ServiceRequestError",  # azure-core: the request never reached the service
+    "ConnectError",  # httpx
+)
+
+
+def _cannot_connect(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says no connection could be made at all."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if (
+            isinstance(current, ConnectionRefusedError | socket.gaierror)
+            or type(current).__name__ in _CONNECT_ERRORS
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class RetryStore(Store):
@@ -70,6 +139,7 @@ class RetryStore(Store):
         super().__init__(inner.url, inner.transfer)
         self._inner = inner
         self._policy = policy or RetryPolicy()
+        self._reached = False  # some request got an answer from the server
 
     @property
     def inner(self) -> Store:
@@ -97,19 +167,40 @@ class RetryStore(Store):
         policy = self._policy
         began = time.monotonic()
         attempt = 0
+        unreachable = False
         while True:
             attempt += 1
             try:
-                return await call()
+                result = await call()
+                self._reached = True
+                return result
             except TransientStoreError as exc:
                 last = exc
+                unreachable = not self._reached and _cannot_connect(exc)
+                if not unreachable:
+                    self._reached = True
+            except StoreError:
+                self._reached = True
+                raise
             wait = policy.backoff(attempt)
             elapsed = time.monotonic() - began
-            if attempt >= policy.max_attempts or elapsed + wait > policy.deadline:
+            limit = policy.connect_attempts if unreachable else policy.max_attempts
+            if attempt >= limit or elapsed + wait > policy.deadline:
                 break
             await asyncio.sleep(wait)
         url = self.url_for(key)
         status = getattr(last, "status", None)
+        if unreachable:
+            raise store_error(
+                RetriesExhaustedError,
+                f"{op} {url}{range_text(byte_range)} failed after {attempt} attempts in {elapsed:.1f}s: cannot "
+                f"connect to the storage endpoint ({last}). Is the server up, and are the endpoint and "
+                "URL right? (A first "
+                "connection is tried RetryPolicy.connect_attempts times; raise it with "
+                "storage_options={'retry_connect_attempts': N} for a server that is still starting.)",
+                url=url,
+                byte_range=byte_range,
+            ) from last
         raise store_error(
             RetriesExhaustedError,
             f"{op} {url}{range_text(byte_range)} failed after {attempt} attempts in {elapsed:.1f}s "
@@ -161,6 +252,14 @@ class RetryStore(Store):
 
     async def _head(self, key: str) -> ObjectMeta:
         return await self._retry("HEAD", key, lambda: self._inner.head(key))
+
+    async def _get_versioned(self, key: str) -> tuple[bytes, str]:
+        return await self._retry("GET", key, lambda: self._inner.get_versioned(key))
+
+    async def _put_if_version(self, key: str, data: Buffer, version: str | None) -> None:
+        # A retried attempt whose first try landed answers "precondition failed": callers that
+        # care (optimize's index write) re-read the object to tell the two apart.
+        await self._retry("PUT", key, lambda: self._inner.put_if_version(key, data, version))
 
     async def _delete(self, key: str) -> None:
         await self._retry("DELETE", key, lambda: self._inner.delete(key))

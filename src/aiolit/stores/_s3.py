@@ -7,7 +7,13 @@ import builtins
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiolit.errors import ObjectNotFoundError, StoreError, StorePermissionError, TransientStoreError
+from aiolit.errors import (
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+    StorePermissionError,
+    TransientStoreError,
+)
 from aiolit.stores._base import Buffer, ClientStore, ObjectMeta, TransferOptions
 from aiolit.stores._util import range_text, store_error
 
@@ -207,13 +213,37 @@ class S3Store(ClientStore):
             return data
 
     async def _head(self, key: str) -> ObjectMeta:
-        with self._errors(key):
-            client = await self._c()
-            resp = await client.head_object(Bucket=self._bucket, Key=self._key(key))
+        try:
+            with self._errors(key):
+                client = await self._c()
+                resp = await client.head_object(Bucket=self._bucket, Key=self._key(key))
+        except StorePermissionError:
+            # A HEAD response has no body, so a 403 says only "Forbidden". A one-byte GET makes the
+            # server explain (SignatureDoesNotMatch, InvalidAccessKeyId, ...), as on the read path.
+            with self._errors(key):
+                client = await self._c()
+                resp = await client.get_object(Bucket=self._bucket, Key=self._key(key), Range="bytes=0-0")
+                async with resp["Body"] as body:
+                    await body.read()
+            raise
         modified = resp.get("LastModified")
         return ObjectMeta(
             key, int(resp["ContentLength"]), resp.get("ETag"), modified.timestamp() if modified else None
         )
+
+    async def _get_versioned(self, key: str) -> tuple[bytes, str]:
+        with self._errors(key):
+            client = await self._c()
+            resp = await client.get_object(Bucket=self._bucket, Key=self._key(key))
+            async with resp["Body"] as body:
+                data: bytes = await body.read()
+            return data, str(resp["ETag"])
+
+    async def _put_if_version(self, key: str, data: Buffer, version: str | None) -> None:
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        with self._errors(key):
+            client = await self._c()
+            await client.put_object(Bucket=self._bucket, Key=self._key(key), Body=bytes(data), **condition)
 
     async def _delete(self, key: str) -> None:
         with self._errors(key):
@@ -296,6 +326,13 @@ def _translate(exc: Exception, url: str, byte_range: tuple[int, int] | None) -> 
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         message = response.get("Error", {}).get("Message") or ""
         detail = f"status {status} {code}" + (f": {message}" if message else "")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+            return store_error(
+                PreconditionFailedError,
+                f"{where}: changed by another writer ({detail})",
+                url=url,
+                status=status,
+            )
         if code in _NOT_FOUND or status == 404:
             what = "bucket" if code == "NoSuchBucket" else "object"
             return store_error(

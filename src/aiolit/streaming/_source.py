@@ -227,10 +227,10 @@ class DataSource:
                 m.key async for m in store.list("") if m.key.endswith(".index.json") and m.key[0].isdigit()
             ]
             if not shards:
-                raise FileNotFoundError(
-                    f"input_dir: {self.url} contains no index.json (and no {{rank}}.index.json shards); "
-                    "is it an optimized dataset?"
-                ) from None
+                from aiolit.errors import NotOptimizedError
+                from aiolit.format._index import not_optimized_message
+
+                raise NotOptimizedError(not_optimized_message(self.url)) from None
             shards.sort(key=natural_sort_key)
             parts = await asyncio.gather(*(store.get(k) for k in shards))
             indexes = [

@@ -7,15 +7,38 @@ needs the workers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiolit.errors import StateDictError
-from aiolit.streaming._plan import Topology, samples_per_worker
-
-if TYPE_CHECKING:
-    from aiolit.streaming.dataset import StreamingDataset
+from aiolit.streaming._plan import EpochPlan, Interval, Topology, samples_per_worker
 
 __all__ = ["dataset_state", "resume_counts", "validate"]
+
+
+class StreamingDataset(Protocol):
+    """What the resume logic reads and sets on a ``StreamingDataset`` (typed structurally, so this
+    module does not import ``dataset.py``, which imports it)."""
+
+    input_dir: Any
+    item_loader: Any
+    source: Any
+    _user_loader: bool
+    intervals: list[Interval]
+    current_epoch: int
+    seed: int
+    shuffle: bool
+    drop_last: bool | None
+    force_override_state_dict: bool
+    batch_size: int
+
+    def _topology(self) -> tuple[Topology, int]: ...
+
+    def _drop_last(self, topology: Topology) -> bool: ...
+
+    def _plan(self, topology: Topology, epoch: int) -> EpochPlan: ...
+
+    def set_shuffle(self, shuffle: bool) -> None: ...
+
 
 _REQUIRED = ("num_samples_yielded", "num_workers", "batch_size", "current_epoch", "seed", "shuffle")
 

@@ -19,6 +19,7 @@ from torch.utils.data import IterableDataset
 
 from aiolit.errors import StateDictError
 from aiolit.streaming import _state
+from aiolit.streaming._foreign import ForeignDataset
 from aiolit.streaming._plan import Topology, samples_per_worker, worker_budgets
 from aiolit.streaming.dataset import StreamingDataset, _check_bool
 
@@ -36,24 +37,22 @@ class StreamingWrapper(IterableDataset[Any]):
 
     Parameters
     ----------
-    datasets : list of StreamingDataset
-        The wrapped datasets (at least one).
+    datasets : list of datasets
+        The wrapped datasets (at least one): StreamingDatasets, or any sized map-style or
+        iterable dataset (see :mod:`aiolit.streaming._foreign` for how those are split and resumed).
     force_override_state_dict : bool
         Resume from a state taken with a different loader topology or dataset settings.
     """
 
-    def __init__(self, datasets: Sequence[StreamingDataset], force_override_state_dict: bool) -> None:
+    def __init__(self, datasets: Sequence[Any], force_override_state_dict: bool) -> None:
         super().__init__()
         if isinstance(datasets, StreamingDataset) or not isinstance(datasets, Sequence) or not datasets:
-            raise ValueError(f"datasets must be a non-empty list of StreamingDataset, got {datasets!r}")
-        for i, ds in enumerate(datasets):
-            if not isinstance(ds, StreamingDataset):
-                raise RuntimeError(
-                    f"datasets[{i}] must be a StreamingDataset, got {type(ds).__name__} "
-                    "(wrappers cannot be nested)"
-                )
+            raise ValueError(f"datasets must be a non-empty list of datasets, got {datasets!r}")
+        self._check_datasets(datasets)
         _check_bool("force_override_state_dict", force_override_state_dict)
-        self._datasets = list(datasets)
+        self._datasets: list[StreamingDataset | ForeignDataset] = [
+            ds if isinstance(ds, StreamingDataset) else ForeignDataset(ds, i) for i, ds in enumerate(datasets)
+        ]
         self._force_override_state_dict = force_override_state_dict
         self.current_epoch = 1
         self.num_workers = 0
@@ -63,10 +62,18 @@ class StreamingWrapper(IterableDataset[Any]):
         # Main-process progress (epoch, samples yielded) for state_dict() without a loader.
         self._progress: tuple[int, int] | None = None
 
+    def _check_datasets(self, datasets: Sequence[Any]) -> None:
+        """Refuse what cannot be wrapped (LitData's hook; subclasses may override it)."""
+        for i, ds in enumerate(datasets):
+            if isinstance(ds, StreamingWrapper):
+                raise RuntimeError(
+                    f"datasets[{i}] is a {type(ds).__name__}: wrappers cannot be nested; pass its datasets"
+                )
+
     @property
-    def datasets(self) -> list[StreamingDataset]:
-        """The wrapped datasets."""
-        return self._datasets
+    def datasets(self) -> list[Any]:
+        """The wrapped datasets, as given."""
+        return [ds.dataset if isinstance(ds, ForeignDataset) else ds for ds in self._datasets]
 
     # -- LitData setters ------------------------------------------------------------------------
 
@@ -130,6 +137,9 @@ class StreamingWrapper(IterableDataset[Any]):
         """``[d][w]``: samples dataset ``d`` gives worker ``w`` of this rank per epoch."""
         out = []
         for ds in self._datasets:
+            if isinstance(ds, ForeignDataset):
+                out.append(ds.worker_lengths(topology))
+                continue
             budgets = worker_budgets(
                 ds._starts[-1],
                 topology.world_size,
@@ -269,7 +279,10 @@ class StreamingWrapper(IterableDataset[Any]):
                 f"a {type(self).__name__} of {len(self._datasets)} datasets?"
             )
         for i, ds in enumerate(self._datasets):
-            _state.validate(ds, state[str(i)])
+            if isinstance(ds, ForeignDataset):
+                ds.validate(state[str(i)])
+            else:
+                _state.validate(ds, state[str(i)])
         return state["0"]  # type: ignore[no-any-return]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -13,12 +13,17 @@ Differences from LitData, all deliberate:
 * ``len()`` is exact in every mode (LitData returns ``None`` when ``iterate_over_all=False``).
 * Resume is exact in every mode, weighted ones included (LitData replays the draws
   approximately), and needs no per-sample counters from the workers.
+* ``per_stream`` batches never mix datasets (LitData's do when a dataset's run ends inside a
+  batch): through :class:`~aiolit.StreamingDataLoader` each worker yields one batch per run,
+  so the last run of a dataset in a worker gives a short batch rather than borrowing samples
+  from the next dataset.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -26,13 +31,14 @@ import numpy.typing as npt
 
 from aiolit.streaming._plan import Topology
 from aiolit.streaming._wrapper import StreamingWrapper
-from aiolit.streaming.dataset import StreamingDataset, _check_bool
+from aiolit.streaming.dataset import _check_bool
 
 __all__ = ["CombinedStreamingDataset", "schedule"]
 
 BatchingMethod = Literal["stratified", "per_stream"]
 
 _BLOCK = 1 << 16
+_END = object()  # end of an inner stream
 
 
 def _pick(
@@ -142,13 +148,35 @@ def schedule(
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
+def run_bounds(picks: npt.NDArray[Any], run_lengths: Sequence[int]) -> npt.NDArray[np.int64]:
+    """Where each ``per_stream`` run of a :func:`schedule` starts, then ``len(picks)``.
+
+    A run of dataset ``d`` is ``run_lengths[d]`` samples (fewer when ``d`` runs out); the runs of
+    a stretch of one dataset (once it is the only one left) are cut every ``run_lengths[d]``.
+    """
+    n = len(picks)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.concatenate([[0], np.flatnonzero(picks[1:] != picks[:-1]) + 1, [n]])
+    out: list[int] = []
+    for s, e in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
+        out.extend(range(s, e, int(run_lengths[int(picks[s])])))
+    out.append(n)
+    return np.asarray(out, dtype=np.int64)
+
+
 class CombinedStreamingDataset(StreamingWrapper):
     """Stream several datasets as one, drawing each sample's dataset at random.
 
     Parameters
     ----------
-    datasets : list of StreamingDataset
-        The datasets to combine.
+    datasets : list of datasets
+        The datasets to combine: StreamingDatasets, or any sized dataset LitData's wrappers
+        iterate (``range``, a list, a map-style ``Dataset``, an ``IterableDataset`` with
+        ``__len__``). Map-style ones are split over ranks and workers like a StreamingDataset
+        and resume exactly; iterable ones are iterated whole by every worker (as torch's
+        ``DataLoader`` does) and resume by re-iterating and skipping what was yielded, which is
+        exact only if they yield the same sequence again. See docs/migrating-notes.md.
     seed : int
         Seed of the draws.
     weights : sequence of float, optional
@@ -160,8 +188,9 @@ class CombinedStreamingDataset(StreamingWrapper):
     batching_method : {"stratified", "per_stream"}
         ``stratified`` draws a dataset for every sample; ``per_stream`` keeps a dataset for a
         run of ``batch_size`` samples (``set_batch_size([..])`` sets one per dataset), then
-        draws a different one, so with whole batches per worker every batch comes from one
-        dataset.
+        draws a different one. Through :class:`~aiolit.StreamingDataLoader` every batch is one
+        run, so it holds samples of a single dataset only; a run cut short by the end of its
+        dataset gives a short batch (iterating the dataset itself yields the runs' samples).
     force_override_state_dict : bool
         Resume from a state taken with a different topology or dataset settings.
 
@@ -176,7 +205,7 @@ class CombinedStreamingDataset(StreamingWrapper):
 
     def __init__(
         self,
-        datasets: list[StreamingDataset],
+        datasets: list[Any],
         seed: int = 42,
         weights: Sequence[float] | None = None,
         iterate_over_all: bool = True,
@@ -214,6 +243,9 @@ class CombinedStreamingDataset(StreamingWrapper):
         self._iterate_over_all = iterate_over_all
         self._batching_method: BatchingMethod = batching_method
         self._schedules: dict[tuple[Any, ...], npt.NDArray[Any]] = {}
+        # (batch size, collate_fn) while a StreamingDataLoader batches per_stream runs itself
+        # (it sets it around its own calls; loader workers keep their copy's).
+        self._loader_batch: tuple[int, Callable[[list[Any]], Any]] | None = None
 
     @property
     def weights(self) -> list[float]:
@@ -247,7 +279,25 @@ class CombinedStreamingDataset(StreamingWrapper):
             cache[key] = found
         return found
 
+    def _batches_of_runs(self) -> int | None:
+        """The loader's batch size while it takes one batch per ``per_stream`` run, else None.
+
+        Its sample counts then count every batch as ``batch_size`` samples (as LitData's
+        loader does for a short last batch): a worker's count ``c`` means ``c // batch_size``
+        runs.
+        """
+        batch = self.__dict__.get("_loader_batch")
+        return None if batch is None or self._batching_method != "per_stream" else batch[0]
+
+    def _bounds(self, topology: Topology, worker_id: int, epoch: int) -> npt.NDArray[np.int64]:
+        runs = self._run_lengths()
+        assert runs is not None
+        return run_bounds(self._schedule(topology, worker_id, epoch), runs)
+
     def _worker_lengths(self, topology: Topology, epoch: int) -> list[int]:
+        bs = self._batches_of_runs()
+        if bs is not None:
+            return [(len(self._bounds(topology, w, epoch)) - 1) * bs for w in range(topology.num_workers)]
         if self._iterate_over_all:
             per = self._inner_lengths(topology)
             return [sum(col) for col in zip(*per, strict=True)]
@@ -255,7 +305,11 @@ class CombinedStreamingDataset(StreamingWrapper):
 
     def __len__(self) -> int:
         topology, _ = self._topology()
-        return sum(self._worker_lengths(topology, self.current_epoch))
+        saved, self._loader_batch = self.__dict__.get("_loader_batch"), None
+        try:
+            return sum(self._worker_lengths(topology, self.current_epoch))
+        finally:
+            self._loader_batch = saved
 
     def get_len(self, num_workers: int, batch_size: int) -> int:
         """This rank's epoch length for a loader with ``num_workers`` and ``batch_size``."""
@@ -270,6 +324,29 @@ class CombinedStreamingDataset(StreamingWrapper):
 
     # -- iteration ------------------------------------------------------------------------------
 
+    def __iter__(self) -> Iterator[Any]:
+        bs = self._batches_of_runs()
+        if bs is None:
+            return super().__iter__()
+        assert self._loader_batch is not None
+        collate = self._loader_batch[1]
+        topology, worker_id, epoch, skip = self._start()  # now: the loader's flag is set now
+        return self._run_batches(topology, worker_id, epoch, skip // bs, collate)
+
+    def _run_batches(
+        self, topology: Topology, worker_id: int, epoch: int, first: int, collate: Callable[[list[Any]], Any]
+    ) -> Iterator[Any]:
+        """One collated batch per ``per_stream`` run, from run ``first`` on."""
+        bounds = self._bounds(topology, worker_id, epoch).tolist()
+        first = min(first, len(bounds) - 1)
+        samples = self._stream(topology, worker_id, epoch, bounds[first])
+        try:
+            for start, end in zip(bounds[first:-1], bounds[first + 1 :], strict=True):
+                yield collate(list(itertools.islice(samples, end - start)))
+        finally:
+            samples.close()  # type: ignore[attr-defined]
+        self._finish_epoch()
+
     def _iterators_at(self, picks: npt.NDArray[Any], epoch: int, skip: int, *, sync: bool) -> list[Any]:
         done = np.bincount(picks[:skip], minlength=len(self._datasets))
         if sync:
@@ -281,7 +358,10 @@ class CombinedStreamingDataset(StreamingWrapper):
         iters = self._iterators_at(picks, epoch, skip, sync=True)
         try:
             for d in picks[skip:].tolist():
-                yield next(iters[d])
+                # A foreign iterable may yield fewer than its len(): its remaining draws are skipped.
+                item = next(iters[d], _END)
+                if item is not _END:
+                    yield item
         finally:
             for it in iters:
                 it.close()
@@ -291,7 +371,9 @@ class CombinedStreamingDataset(StreamingWrapper):
         iters = self._iterators_at(picks, epoch, skip, sync=False)
         try:
             for d in picks[skip:].tolist():
-                yield await iters[d].__anext__()
+                item = await anext(iters[d], _END)
+                if item is not _END:
+                    yield item
         finally:
             for it in iters:
                 await it.aclose()
@@ -302,11 +384,19 @@ class CombinedStreamingDataset(StreamingWrapper):
         self, topology: Topology, worker_id: int, epoch: int, count: int
     ) -> tuple[list[int], list[int] | None]:
         picks = self._schedule(topology, worker_id, epoch)
+        bs = self._batches_of_runs()
+        if bs is not None:  # count // bs runs done
+            bounds = self._bounds(topology, worker_id, epoch)
+            count = int(bounds[min(count // bs, len(bounds) - 1)])
         return [int(x) for x in np.bincount(picks[:count], minlength=len(self._datasets))], None
 
     def _count_at(
         self, topology: Topology, worker_id: int, epoch: int, counts: list[int], cycles: list[int] | None
     ) -> int:
+        bs = self._batches_of_runs()
+        if bs is not None:  # samples -> runs done (a run begun counts as done, as a batch)
+            bounds = self._bounds(topology, worker_id, epoch)
+            return int(np.searchsorted(bounds, sum(counts), side="left")) * bs
         return sum(counts)
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -270,17 +271,21 @@ class StreamingDataLoader(DataLoader[Any]):
         self._dataset_batches = (
             collate_fn is None and isinstance(dataset, StreamingDataset) and dataset._can_batch_tokens()
         )
+        # CombinedStreamingDataset(batching_method="per_stream"): workers yield one collated
+        # batch per run, so no batch mixes datasets (a run cut short gives a short batch).
+        self._run_batches = getattr(dataset, "_batching_method", None) == "per_stream"
+        self._run_collate = collate_fn
         super().__init__(
             dataset,
-            batch_size=None if self._dataset_batches else batch_size,
+            batch_size=None if self._dataset_batches or self._run_batches else batch_size,
             num_workers=num_workers,
-            collate_fn=_as_is if self._dataset_batches else collate_fn,
+            collate_fn=_as_is if self._dataset_batches or self._run_batches else collate_fn,
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
             prefetch_factor=prefetch_factor,
             **kwargs,
         )
-        if self._dataset_batches:
+        if self._dataset_batches or self._run_batches:
             # What the caller asked for (torch's setter refuses it after __init__).
             object.__setattr__(self, "batch_size", batch_size)
         self.current_epoch = 0
@@ -298,12 +303,28 @@ class StreamingDataLoader(DataLoader[Any]):
         assert isinstance(ds, StreamingDataset | StreamingWrapper)
         return ds
 
+    @contextmanager
+    def _runs_as_batches(self) -> Iterator[None]:
+        """While the loader plans, saves or starts a per_stream epoch: batches are runs."""
+        ds = self._streaming
+        if not self._run_batches:
+            yield
+            return
+        from torch.utils.data import default_collate
+
+        ds._loader_batch = (self.batch_size or 1, self._run_collate or default_collate)  # type: ignore[union-attr]
+        try:
+            yield
+        finally:
+            ds._loader_batch = None  # type: ignore[union-attr]
+
     def _worker_lengths(self) -> list[int] | None:
         ds = self._streaming
         topology, _ = ds._topology()
         if isinstance(ds, StreamingWrapper):
             # Weighted draws depend on the epoch; before the first iter() it is epoch 1.
-            return ds._worker_lengths(topology, max(1, self.current_epoch))
+            with self._runs_as_batches():
+                return ds._worker_lengths(topology, max(1, self.current_epoch))
         return ds._plan(topology, self.current_epoch).worker_lengths
 
     def _schedule(self) -> tuple[np.ndarray[Any, Any], int]:
@@ -403,7 +424,8 @@ class StreamingDataLoader(DataLoader[Any]):
                 return super().__iter__()
             finally:
                 ds._loader_batch = None
-        return super().__iter__()
+        with self._runs_as_batches():
+            return super().__iter__()
 
     def _profile_limits(self, done: int) -> list[int]:
         """How many of the next ``profile_n`` batches (from batch ``done``) each worker yields."""
@@ -455,9 +477,10 @@ class StreamingDataLoader(DataLoader[Any]):
             latest = self._worker_of_batch(done - 1)
         if isinstance(ds, StreamingWrapper):
             # LitData's shape: per-dataset states and {worker: [per-dataset counts]}.
-            out = ds._loader_state(
-                self._num_samples_yielded, self.num_workers, self.batch_size or 1, self.current_epoch
-            )
+            with self._runs_as_batches():
+                out = ds._loader_state(
+                    self._num_samples_yielded, self.num_workers, self.batch_size or 1, self.current_epoch
+                )
             out["current_epoch"] = self.current_epoch
             out["latest_worker_idx"] = latest
             return out
@@ -476,7 +499,8 @@ class StreamingDataLoader(DataLoader[Any]):
             raise StateDictError("state_dict must come from StreamingDataLoader.state_dict()")
         ds = self._streaming
         if isinstance(ds, StreamingWrapper):
-            self._num_samples_yielded = ds._load_loader_state(obj)
+            with self._runs_as_batches():
+                self._num_samples_yielded = ds._load_loader_state(obj)
             self.current_epoch = ds.current_epoch
             self._restore = True
             return

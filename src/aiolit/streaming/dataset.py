@@ -45,6 +45,26 @@ def _distributed() -> tuple[int, int]:
     return world, rank
 
 
+def _warn_uneven_ranks(world_size: int) -> None:
+    """LitData warns too: with drop_last=False ranks may get different batch counts."""
+    import sys
+    import warnings
+
+    # Point the warning at the first caller outside aiolit (the user's len() or loop).
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(
+        f"drop_last=False with {world_size} ranks: the ranks may get different numbers of batches, "
+        "and a training loop that runs collectives (DDP's all-reduce) then hangs on the rank with "
+        "more batches. Leave drop_last unset (True when the world size is above 1) unless every "
+        "rank can stop on its own.",
+        UserWarning,
+        stacklevel=level,
+    )
+
+
 class StreamingDataset(IterableDataset[Any]):
     """Stream an optimized (LitData-format) dataset from a local directory or an object store.
 
@@ -61,7 +81,8 @@ class StreamingDataset(IterableDataset[Any]):
         Shuffle chunks and the items inside them, per ``(seed, epoch)``.
     drop_last : bool, optional
         Drop the samples that do not fill a batch on every rank. ``None``: True when the world
-        size is above 1.
+        size is above 1. ``False`` with several ranks warns (as LitData does): the ranks may then
+        get different numbers of batches.
     seed : int
         Shuffle seed.
     serializers : dict, optional
@@ -182,7 +203,7 @@ class StreamingDataset(IterableDataset[Any]):
                 raise ValueError(
                     f"item_loader: {url} is read as Parquet; use StreamingDataset(..., item_loader=ParquetLoader())"
                 )
-            from aiolit.processing.hf import index_hf_dataset
+            from aiolit.index.hf import index_hf_dataset
 
             index_path = index_hf_dataset(
                 url, None if cache_dir is None else os.fspath(cache_dir), storage_options
@@ -198,7 +219,9 @@ class StreamingDataset(IterableDataset[Any]):
         )
         config = self.source.index.config
         expected = self.source.index.item_loader
-        if expected == "ParquetLoader" and not isinstance(item_loader, ParquetLoader):
+        # No chunks (optimize kept no input): an empty dataset, whatever loader or key is given.
+        empty = not self.source.entries
+        if not empty and expected == "ParquetLoader" and not isinstance(item_loader, ParquetLoader):
             raise ValueError(
                 f"item_loader: {self.source.url} is a Parquet dataset (indexed by index_parquet_dataset); "
                 "read it with StreamingDataset(..., item_loader=ParquetLoader())"
@@ -206,13 +229,14 @@ class StreamingDataset(IterableDataset[Any]):
         self.item_loader: BaseItemLoader = item_loader or (
             TokensLoader() if expected == "TokensLoader" else PyTreeLoader()
         )
-        if self.item_loader.name != expected:
+        if not empty and self.item_loader.name != expected:
             raise ValueError(
                 f"item_loader: the dataset at {self.source.url} was written for {expected}, "
                 f"got {type(self.item_loader).__name__}"
             )
-        check_encryption(config, encryption, f"encryption: the dataset at {self.source.url}")
-        self.item_loader.setup(self.source.index, serializers=serializers, allow_pickle=allow_pickle)
+        if not empty:
+            check_encryption(config, encryption, f"encryption: the dataset at {self.source.url}")
+            self.item_loader.setup(self.source.index, serializers=serializers, allow_pickle=allow_pickle)
         self._units = [self.item_loader.units(e) for e in self.source.entries]
         self.intervals: list[Interval] = chunk_intervals(
             self._units, subsample=self.subsample, shuffle=shuffle, seed=seed
@@ -279,6 +303,8 @@ class StreamingDataset(IterableDataset[Any]):
         return Topology(world, rank, self.num_workers), 0
 
     def _drop_last(self, topology: Topology) -> bool:
+        if self.drop_last is False and topology.world_size > 1 and get_worker_info() is None:
+            _warn_uneven_ranks(topology.world_size)
         return self.drop_last if self.drop_last is not None else topology.world_size > 1
 
     def _plan(self, topology: Topology, epoch: int) -> EpochPlan:
@@ -551,7 +577,9 @@ class StreamingDataset(IterableDataset[Any]):
             and isinstance(self.item_loader, PyTreeLoader)
             and not self._cached(chunk_id)
         ):
-            return self.item_loader.decode(_loop.run(source.fetch_item(chunk_id, k)))
+            payload = _loop.run(source.fetch_item(chunk_id, k))
+            if payload:  # empty: an Arrow-footer chunk (rows after the items), read whole below
+                return self.item_loader.decode(payload)
         return self.item_loader.load(_loop.run(self._aopen(chunk_id)), k)
 
     async def aget(self, index: int) -> Any:
@@ -560,14 +588,19 @@ class StreamingDataset(IterableDataset[Any]):
         source = self.source
         if source.in_place:
             item = self.item_loader.load(self._open_cached(chunk_id), k)
-        elif (
-            source.range_readable
-            and isinstance(self.item_loader, PyTreeLoader)
-            and not self._cached(chunk_id)
-        ):
-            item = self.item_loader.decode(await source.fetch_item(chunk_id, k))
         else:
-            item = self.item_loader.load(await self._aopen(chunk_id), k)
+            payload = b""
+            if (
+                source.range_readable
+                and isinstance(self.item_loader, PyTreeLoader)
+                and not self._cached(chunk_id)
+            ):
+                payload = await source.fetch_item(chunk_id, k)
+            # empty: not range-read, or an Arrow-footer chunk (rows after the items)
+            if payload and isinstance(self.item_loader, PyTreeLoader):
+                item = self.item_loader.decode(payload)
+            else:
+                item = self.item_loader.load(await self._aopen(chunk_id), k)
         for f in self._transforms():
             item = f(item)
         return item

@@ -98,17 +98,23 @@ class PyTreeLoader(BaseItemLoader):
         return codec.decode(payload)
 
     def load(self, chunk: OpenChunk, k: int) -> Any:
-        return self.decode(chunk.view.item(k))
+        view = chunk.view
+        if view.footer_only:  # LitData >= 0.2.7x with pyarrow: the rows are in an Arrow footer
+            return view.footer_rows([k])[0]
+        return self.decode(view.item(k))
 
     def load_many(self, chunk: OpenChunk, ks: Sequence[int]) -> list[Any]:
         """Samples ``ks`` of ``chunk``, decoded in one call when the chunk is plain.
 
         Plain chunks (no frames, no encryption, no per-sample zstd) go through
-        :meth:`SampleCodec.decode_many`; the others, and subclasses overriding :meth:`load` or
+        :meth:`SampleCodec.decode_many`, Arrow-footer chunks through one Arrow ``take``; the others, and subclasses overriding :meth:`load` or
         :meth:`decode`, are loaded item by item.
         """
         cls = type(self)
-        plain = chunk.view.plain()
+        view = chunk.view
+        if view.footer_only and cls.load is PyTreeLoader.load:
+            return view.footer_rows(ks) if ks else []
+        plain = view.plain()
         if (
             plain is None
             or cls.load is not PyTreeLoader.load

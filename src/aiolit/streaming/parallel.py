@@ -29,7 +29,7 @@ import numpy as np
 
 from aiolit.streaming._plan import Topology
 from aiolit.streaming._wrapper import StreamingWrapper
-from aiolit.streaming.dataset import StreamingDataset, _check_bool
+from aiolit.streaming.dataset import _check_bool
 
 __all__ = ["ParallelStreamingDataset"]
 
@@ -46,8 +46,12 @@ class ParallelStreamingDataset(StreamingWrapper):
 
     Parameters
     ----------
-    datasets : list of StreamingDataset
-        The datasets.
+    datasets : list of datasets
+        The datasets: StreamingDatasets, or any sized dataset (``range``, a list, a map-style
+        ``Dataset``, an ``IterableDataset`` with ``__len__``). Map-style ones are split over
+        ranks and workers like a StreamingDataset and resume exactly; iterable ones are
+        iterated whole by every worker and resume by re-iterating and skipping, exact only if
+        they yield the same sequence again (see docs/migrating-notes.md).
     length : int, float("inf") or None
         ``None``: stop when a dataset is exhausted. An int: yield ``length`` samples per epoch,
         cycling the datasets. ``float("inf")``: cycle forever.
@@ -69,7 +73,7 @@ class ParallelStreamingDataset(StreamingWrapper):
 
     def __init__(
         self,
-        datasets: list[StreamingDataset],
+        datasets: list[Any],
         length: int | float | None = None,
         force_override_state_dict: bool = False,
         transform: Callable[..., Any] | None = None,

@@ -9,27 +9,38 @@ from __future__ import annotations
 
 import bisect
 import copy
+import itertools
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from aiolit.streaming._plan import Interval
 
-if TYPE_CHECKING:
-    from aiolit.streaming.dataset import StreamingDataset
-
 __all__ = ["subset", "train_test_split"]
+
+
+@runtime_checkable
+class _Regions(Protocol):
+    """What a split reads and sets on a ``StreamingDataset`` (typed structurally, so this module
+    does not import ``dataset.py``, which imports it for ``StreamingDataset.subset``)."""
+
+    intervals: list[Interval]
+    _starts: list[int]
+    _resume: dict[str, Any] | None
+    current_epoch: int
+
+
+# A TypeVar named after the class it stands for: signatures read as before, and a subclass comes back.
+StreamingDataset = TypeVar("StreamingDataset", bound=_Regions)
 
 
 def _with_intervals(dataset: StreamingDataset, intervals: list[Interval]) -> StreamingDataset:
     """A copy of ``dataset`` reading ``intervals``, with a fresh iteration state."""
     new = copy.copy(dataset)  # shares the DataSource (index, cache): both are read-only config
-    from aiolit.streaming.dataset import _cumulative
-
     new.intervals = intervals
-    new._starts = _cumulative([iv.size for iv in intervals])
+    new._starts = [0, *itertools.accumulate(iv.size for iv in intervals)]
     new.__dict__["_fixed_intervals"] = True  # set_shuffle() must not recompute them
     new._resume = None
     new.current_epoch = 1
@@ -79,9 +90,7 @@ def train_test_split(
     ValueError
         A split that is not a float in ``[0, 1]``, or splits summing to more than 1.
     """
-    from aiolit.streaming.dataset import StreamingDataset
-
-    if not isinstance(dataset, StreamingDataset):
+    if not isinstance(dataset, _Regions):
         raise ValueError(f"train_test_split needs a StreamingDataset, got {type(dataset).__name__}")
     splits = list(splits)
     if not splits or any(isinstance(s, bool) or not isinstance(s, float) for s in splits):

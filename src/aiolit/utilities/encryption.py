@@ -1,7 +1,7 @@
-"""``from aiolit.utilities.encryption import FernetEncryption`` — LitData's import path."""
+"""``from aiolit.utilities.encryption import FernetEncryption, RSAEncryption`` — LitData's import path."""
 
 from __future__ import annotations
 
-from aiolit.format import Encryption, FernetEncryption
+from aiolit.format import Encryption, FernetEncryption, RSAEncryption
 
-__all__ = ["Encryption", "FernetEncryption"]
+__all__ = ["Encryption", "FernetEncryption", "RSAEncryption"]
