@@ -22,6 +22,7 @@ README_NAMES = {
     "index_parquet_dataset",
     "index_hf_dataset",
     "walk",
+    "Machine",
 }
 ASYNC_NAMES = {"optimize_async", "map_async", "merge_datasets_async", "index_parquet_dataset_async"}
 
@@ -57,6 +58,7 @@ def test_litdata_top_level_names_are_provided_or_pinned() -> None:
 def test_litdata_submodule_import_paths() -> None:
     from aiolit.debugger import enable_tracer
     from aiolit.processing.data_processor import ALL_DONE
+    from aiolit.processing.readers import BaseReader, ParquetReader
     from aiolit.raw.indexer import FileMetadata
     from aiolit.streaming.cache import Dir
     from aiolit.streaming.item_loader import ParquetLoader, TokensLoader
@@ -68,6 +70,7 @@ def test_litdata_submodule_import_paths() -> None:
     assert FileMetadata.__name__ == "FileMetadata"
     assert Dir is aiolit.Dir
     assert callable(enable_tracer)
+    assert issubclass(ParquetReader, BaseReader)
 
 
 def test_unknown_name_is_an_attribute_error() -> None:

@@ -39,6 +39,7 @@ _LAZY: dict[str, str] = {
     "index_parquet_dataset": "aiolit.index.parquet",
     "index_parquet_dataset_async": "aiolit.index.parquet",
     "walk": "aiolit.processing.walk",
+    "Machine": "aiolit.processing.machine",
     "index_hf_dataset": "aiolit.index.hf",
     "index_hf_dataset_async": "aiolit.index.hf",
     "StreamingRawDataset": "aiolit.raw",

@@ -111,13 +111,13 @@ def test_optimize_argument_errors(tmp_path: object) -> None:
     with pytest.raises(ValueError, match="start_method"):
         optimize(identity, [1], out, chunk_size=2, start_method="teleport")
     with pytest.raises(ValueError, match="use_checkpoint"):
-        optimize(identity, [1], out, chunk_size=2, use_checkpoint=True)
+        optimize(identity, [1], out, chunk_size=2, use_checkpoint=True, keep_data_ordered=False)
     with pytest.raises(TypeError, match="unexpected keyword"):
         optimize(identity, [1], out, chunk_size=2, colour="blue")
 
 
 def test_extra_kwargs_at_defaults_are_accepted() -> None:
-    check_extra_kwargs("optimize", {"num_downloaders": 4, "use_checkpoint": False, "weights": None})
+    check_extra_kwargs("optimize", {"num_downloaders": 4, "optimize_dns": None, "machine": None})
 
 
 def test_topology_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -115,6 +115,12 @@ def test_infinite_length(dirs: tuple[str, str]) -> None:
         num_workers=2,
     )
     reference = list(itertools.islice(ipairs(loader), 12))
+    # resume=True (the default): a new pass of the same loader would continue; start a new one.
+    loader = StreamingDataLoader(
+        ParallelStreamingDataset([StreamingDataset(dirs[0]), StreamingDataset(dirs[1])], length=math.inf),
+        batch_size=4,
+        num_workers=2,
+    )
     first = []
     for batch in ipairs(loader):
         first.append(batch)

@@ -14,16 +14,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from aiolit._units import parse_size
 from aiolit.errors import FormatError
-from aiolit.format._codec import Encryption, compress_file, compression_level_of
+from aiolit.format._chunk import _FRAME, _FRAMED_HEADER, FRAMED_MAGIC
+from aiolit.format._codec import Encryption, compress_file, compression_level_of, zstd_compress
 from aiolit.format._index import ChunkEntry, Index, shard_name, write_index_atomic
 from aiolit.format._pytree import LEAF, treespec_dumps
 from aiolit.format._sample import SampleCodec
 from aiolit.format._serializers import NoHeaderNumpySerializer, NoHeaderTensorSerializer, _is_tensor
 
-__all__ = ["ChunkWriter", "parse_chunk_bytes"]
+__all__ = ["ChunkWriter", "check_compression_level", "parse_chunk_bytes"]
 
 
 def parse_chunk_bytes(value: int | str) -> int:
@@ -37,6 +39,42 @@ def _loader_name(item_loader: Any) -> str:
     if name not in ("PyTreeLoader", "TokensLoader"):
         raise ValueError(f"ChunkWriter writes PyTreeLoader or TokensLoader data, not {name!r}")
     return str(name)
+
+
+def check_compression_level(
+    compression: str | None,
+    compression_level: Any,
+    compression_batch_size: Any,
+    encrypted: bool,
+    item_loader: str,
+) -> str:
+    """Validate LitData 0.2.76's ``compression_level``/``compression_batch_size``; return the level.
+
+    Raises
+    ------
+    ValueError
+        An unknown level, batch/sample without zstd, with encryption or for tokens, or a bad batch size.
+    """
+    level = "chunk" if compression_level is None else str(compression_level).strip().lower()
+    if isinstance(compression_level, bool | int) or level not in ("chunk", "batch", "sample"):
+        raise ValueError(
+            f"compression_level must be 'chunk', 'batch' or 'sample' (how the zstd frames wrap the "
+            f"items; the zstd level goes in compression='zstd:N'), got {compression_level!r}"
+        )
+    if level != "chunk":
+        if compression is None:
+            raise ValueError(f"compression_level={level!r} needs compression='zstd' or 'zstd:N'")
+        if encrypted:
+            raise ValueError(f"compression_level={level!r} cannot be combined with encryption")
+        if item_loader != "PyTreeLoader":
+            raise ValueError(f"compression_level={level!r} is for PyTreeLoader chunks only")
+    if compression_batch_size is not None and (
+        isinstance(compression_batch_size, bool)
+        or not isinstance(compression_batch_size, int)
+        or compression_batch_size < 1
+    ):
+        raise ValueError(f"compression_batch_size must be a positive int, got {compression_batch_size!r}")
+    return level
 
 
 def _move_exclusive(source: str, target: str) -> bool:
@@ -69,7 +107,14 @@ class ChunkWriter:
     chunk_size, chunk_bytes
         Exactly one: items (tokens for TokensLoader) or payload bytes per chunk (``"64MB"`` ok).
     compression
-        ``None``, ``"zstd"`` or ``"zstd:N"``: whole-file zstd (``chunk-R-I.zstd.bin``).
+        ``None``, ``"zstd"`` or ``"zstd:N"``: whole-file zstd (``chunk-R-I.zstd.bin``) by default.
+    compression_level
+        Where the zstd frames go (LitData 0.2.76's ``compression_level``, a granularity, not the
+        zstd level): ``"chunk"`` (default) whole file; ``"batch"`` frames of
+        ``compression_batch_size`` items inside the ``.bin`` (``LDFZ01`` layout); ``"sample"``
+        one frame per item inside the ``.bin``. Batch/sample keep the plain file name.
+    compression_batch_size
+        Items per frame for ``"batch"`` (default 256, as LitData).
     encryption
         An :class:`~aiolit.format.Encryption` (``sample`` or ``chunk`` level).
     item_loader
@@ -99,6 +144,8 @@ class ChunkWriter:
         serializers: Mapping[str, Any] | None = None,
         chunk_index_start: int = 0,
         checksum: str | None = "sha256",
+        compression_level: str | None = None,
+        compression_batch_size: int | None = None,
         exclusive: bool = False,
         name_tag: str = "",
         tmp_tag: str = "",
@@ -111,6 +158,13 @@ class ChunkWriter:
             compression_level_of(compression)  # validates
         if encryption is not None and encryption.level not in ("sample", "chunk"):
             raise ValueError(f"encryption level must be 'sample' or 'chunk', got {encryption.level!r}")
+        level = check_compression_level(
+            compression,
+            compression_level,
+            compression_batch_size,
+            encryption is not None,
+            _loader_name(item_loader),
+        )
         if checksum is not None and checksum not in hashlib.algorithms_guaranteed:
             raise ValueError(f"checksum must be a hashlib algorithm name or None, got {checksum!r}")
         os.makedirs(output_dir, exist_ok=True)
@@ -125,6 +179,8 @@ class ChunkWriter:
         self.compression = compression
         self.encryption = encryption
         self.item_loader = _loader_name(item_loader)
+        self.compression_level = level
+        self.compression_batch_size = compression_batch_size or 256
         self.serializers = serializers
         self._next_chunk = chunk_index_start
         self.exclusive = exclusive
@@ -142,9 +198,20 @@ class ChunkWriter:
         self._done = False
 
     @property
+    def next_chunk_index(self) -> int:
+        """The counter of the next chunk file (names already taken by others are skipped)."""
+        return self._next_chunk
+
+    @property
     def config(self) -> dict[str, Any]:
         """The index config this writer produces (LitData's classic keys)."""
+        in_file: dict[str, Any] = {}
+        if self.compression_level != "chunk":
+            in_file["compression_level"] = self.compression_level
+            if self.compression_level == "batch":
+                in_file["compression_batch_size"] = self.compression_batch_size
         return {
+            **in_file,
             "chunk_bytes": self.chunk_bytes,
             "chunk_size": self.chunk_size,
             "compression": self.compression,
@@ -206,11 +273,17 @@ class ChunkWriter:
         offsets = 4 * (n + 2) + np.concatenate(([0], np.cumsum(sizes)))
         if offsets[-1] >= 2**32:
             raise FormatError(f"chunk of {offsets[-1]} bytes exceeds the 4 GiB a u32 offset can address")
-        header = np.concatenate(([n], offsets)).astype("<u4").tobytes()
-        data = header + b"".join(self._payloads)
-        if self.encryption is not None and self.encryption.level == "chunk":
-            data = self.encryption.encrypt(data)
-        stored = compress_file(data, self.compression) if self.compression else data
+        if self.compression_level == "sample":
+            data = self._sample_frames(n)
+        elif self.compression_level == "batch":
+            data = self._batch_frames(sizes, n)
+        else:
+            header = np.concatenate(([n], offsets)).astype("<u4").tobytes()
+            data = header + b"".join(self._payloads)
+            if self.encryption is not None and self.encryption.level == "chunk":
+                data = self.encryption.encrypt(data)
+        whole_file = bool(self.compression) and self.compression_level == "chunk"
+        stored = compress_file(data, self.compression) if whole_file and self.compression else data
         filename = self._write_file(stored)
         dim = self._dim if self.item_loader == "TokensLoader" else None
         extra = (
@@ -224,8 +297,38 @@ class ChunkWriter:
         self._payloads, self._bytes, self._items, self._dim = [], 0, 0, 0
         return entry
 
+    def _sample_frames(self, n: int) -> bytes:
+        # classic layout, each payload one zstd frame (LitData's compression_level="sample")
+        assert self.compression is not None
+        level = compression_level_of(self.compression)
+        frames = [zstd_compress(p, level) for p in self._payloads]
+        sizes = np.fromiter((len(f) for f in frames), dtype=np.int64, count=n)
+        offsets = 4 * (n + 2) + np.concatenate(([0], np.cumsum(sizes)))
+        return np.concatenate(([n], offsets)).astype("<u4").tobytes() + b"".join(frames)
+
+    def _batch_frames(self, sizes: npt.NDArray[np.int64], n: int) -> bytes:
+        # LDFZ01: magic, version, flags, N, K, frames; item offsets relative to the plain items;
+        # a frame table (first item, items, file offset, compressed and plain length); the frames
+        assert self.compression is not None
+        level = compression_level_of(self.compression)
+        k = self.compression_batch_size
+        plain_offsets = np.concatenate(([0], np.cumsum(sizes))).astype("<u4")
+        n_frames = (n + k - 1) // k
+        cursor = _FRAMED_HEADER.size + 4 * (n + 1) + _FRAME.size * n_frames
+        table, parts = [], []
+        for f in range(n_frames):
+            first, last = f * k, min(n, (f + 1) * k)
+            plain = b"".join(self._payloads[first:last])
+            packed = zstd_compress(plain, level)
+            table.append(_FRAME.pack(first, last - first, cursor, len(packed), len(plain)))
+            parts.append(packed)
+            cursor += len(packed)
+        head = _FRAMED_HEADER.pack(FRAMED_MAGIC, 1, 0, n, k, n_frames)
+        return head + plain_offsets.tobytes() + b"".join(table) + b"".join(parts)
+
     def _filename(self) -> str:
-        suffix = f".{self.compression}.bin" if self.compression else ".bin"
+        whole_file = bool(self.compression) and self.compression_level == "chunk"
+        suffix = f".{self.compression}.bin" if whole_file else ".bin"
         return f"chunk-{self.rank}-{self._next_chunk}{self.name_tag}{suffix}"
 
     def _write_file(self, data: bytes) -> str:

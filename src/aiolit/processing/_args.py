@@ -11,40 +11,43 @@ from typing import Any
 from aiolit._loop import ensure_no_running_loop
 from aiolit.processing._sources import sequential_split
 
-__all__ = ["Topology", "check_extra_kwargs", "ensure_no_running_loop", "fast_dev_limit", "resolve_topology"]
+__all__ = [
+    "Topology",
+    "aligned_parts",
+    "check_extra_kwargs",
+    "ensure_no_running_loop",
+    "fast_dev_limit",
+    "pack_greedily",
+    "resolve_topology",
+    "weighted_parts",
+]
 
 _DEFAULT_FAST_DEV_RUN = 10  # inputs per worker for fast_dev_run=True (LitData's number)
 
 # LitData arguments aiolit accepts and ignores: they tune LitData's own machinery (downloader and
-# uploader threads, DNS tweaks, Lightning machines) that aiolit does not have.
-_IGNORED = {"num_downloaders", "num_uploaders", "optimize_dns", "machine", "broadcast_paths"}
-# LitData arguments aiolit does not implement: accepted only at their "off" value.
-_UNSUPPORTED_OFF: dict[str, Any] = {
-    "input_dir": None,
-    "weights": None,
-    "align_chunking": False,
-    "compression_level": None,
-    "compression_batch_size": None,
-    "reader": None,
-    "use_checkpoint": False,
-    "key_fn": None,
-}
+# uploader threads, DNS tweaks) that aiolit does not have. ``machine`` (a Lightning AI machine) is
+# accepted only as None: anything else gets an error saying how to run on your own machines.
+_IGNORED = {"num_downloaders", "num_uploaders", "optimize_dns", "broadcast_paths"}
 
 
 def check_extra_kwargs(name: str, kwargs: dict[str, Any]) -> None:
-    """Accept LitData's other keyword arguments at their defaults; reject the rest clearly.
+    """Accept LitData's tuning arguments aiolit has no use for; reject unknown ones clearly.
 
     Raises
     ------
     ValueError
-        An unsupported option set to a non-default value, or an unknown keyword argument.
+        ``machine=`` (a Lightning AI machine): the message says how to run the job instead.
+    TypeError
+        An unknown keyword argument.
     """
     for key, value in kwargs.items():
-        if key in _IGNORED:
+        if key == "machine":
+            if value is not None:
+                from aiolit.processing.machine import machine_error
+
+                raise machine_error(name, value)
             continue
-        if key in _UNSUPPORTED_OFF:
-            if value != _UNSUPPORTED_OFF[key] and value is not None:
-                raise ValueError(f"{name}({key}=...) is not supported by aiolit yet (got {value!r})")
+        if key in _IGNORED:
             continue
         raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
 
@@ -119,3 +122,69 @@ def resolve_topology(num_workers: int | None, num_nodes: int | None, start_metho
             f"start_method must be one of {multiprocessing.get_all_start_methods()}, got {start_method!r}"
         )
     return Topology(num_workers, num_nodes, node_rank, start_method)
+
+
+def pack_greedily(weights: list[int] | list[float], num_bins: int) -> list[list[int]]:
+    """LitData's greedy packing: heaviest input first, each into the lightest bin (lowest id on ties).
+
+    Returns the input indices of each bin, in packing order (heaviest first).
+    """
+    order = sorted(range(len(weights)), key=lambda i: weights[i], reverse=True)  # stable, as LitData
+    bins: list[list[int]] = [[] for _ in range(num_bins)]
+    loads = [0.0] * num_bins
+    for i in order:
+        lightest = min(range(num_bins), key=lambda b: loads[b])
+        bins[lightest].append(i)
+        loads[lightest] += weights[i]
+    return bins
+
+
+def weighted_parts(weights: Any, num_items: int, topo: Topology, static: bool, name: str) -> list[list[int]]:
+    """This node's per-worker input indices balanced by ``weights`` (LitData's ``weights=``).
+
+    ``static`` (fixed inputs per worker): one bin per worker of every node, each worker's inputs in
+    input order. Otherwise (workers share a queue): one bin per node, heaviest input first, so
+    the long inputs start early and the short ones fill the gaps.
+
+    Raises
+    ------
+    ValueError
+        ``weights`` is not one positive number per input.
+    """
+    if isinstance(weights, str | bytes) or not hasattr(weights, "__len__"):
+        raise ValueError(f"{name}(weights=...) must be a list of numbers, one per input, got {weights!r}")
+    weights = list(weights)
+    if len(weights) != num_items:
+        raise ValueError(
+            f"{name}(weights=...) has {len(weights)} weights for {num_items} inputs (after batch_size); "
+            "give one weight per input"
+        )
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w > 0:
+            raise ValueError(f"{name}(weights=...) must be positive numbers, got {w!r}")
+    if static:
+        bins = pack_greedily(weights, topo.num_nodes * topo.num_workers)
+        mine = bins[topo.node_rank * topo.num_workers : (topo.node_rank + 1) * topo.num_workers]
+        return [sorted(part) for part in mine]
+    return [pack_greedily(weights, topo.num_nodes)[topo.node_rank]]
+
+
+def aligned_parts(num_items: int, topo: Topology, chunk_size: int) -> list[range]:
+    """LitData's ``align_chunking``: whole chunks to every worker but the last, the rest to the last.
+
+    With one sample per input, the chunk boundaries are then those of a single-worker run.
+    """
+    import warnings
+
+    world = topo.num_nodes * topo.num_workers
+    per_worker = (num_items // chunk_size) // world * chunk_size
+    if per_worker == 0 and topo.node_rank == 0 and world > 1:
+        warnings.warn(
+            f"align_chunking: chunk_size ({chunk_size}) is too large for {num_items} inputs over {world} "
+            "workers; all inputs go to the last worker",
+            stacklevel=3,
+        )
+    sizes = [per_worker] * (world - 1) + [num_items - per_worker * (world - 1)]
+    starts = [sum(sizes[:i]) for i in range(world)]
+    parts = [range(starts[i], starts[i] + sizes[i]) for i in range(world)]
+    return parts[topo.node_rank * topo.num_workers : (topo.node_rank + 1) * topo.num_workers]

@@ -87,6 +87,7 @@ async def run_async_fn(
     upload_slots = asyncio.Semaphore(8)
     finished: set[str] = set()
     counts = {"inputs": 0, "samples": 0, "bytes": 0}
+    keys: list[Any] | None = None if task.key_fn is None else []
 
     async def upload(name: str) -> None:
         async with upload_slots:
@@ -110,6 +111,11 @@ async def run_async_fn(
             raise OptimizeError(f"a sample fn returned cannot be written: {exc}") from None
 
     async def write(samples: list[Any]) -> None:
+        if keys is not None and samples:
+            from aiolit.format._keys import normalize_key
+
+            assert task.key_fn is not None
+            keys.extend(normalize_key(task.key_fn(sample)) for sample in samples)
         if samples:
             for entry in await loop.run_in_executor(writer_thread, add_all, samples):
                 chunk_done(entry)
@@ -147,7 +153,9 @@ async def run_async_fn(
             for entry in entries:
                 chunk_done(entry)
         await asyncio.gather(*uploads)
-        return TaskResult(task.rank, entries, config, counts["inputs"], counts["samples"], counts["bytes"])
+        return TaskResult(
+            task.rank, entries, config, counts["inputs"], counts["samples"], counts["bytes"], keys=keys
+        )
     finally:
         for pending in [*in_flight, *uploads]:
             pending.cancel()

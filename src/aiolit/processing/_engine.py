@@ -286,13 +286,18 @@ async def run_plan(
 def static_tasks(
     make_task: Callable[[int], Any],
     items: Sequence[Any],
-    parts: Sequence[range],
+    parts: Sequence[Sequence[int]],
     first_rank: int,
     limit: int | None,
+    done: dict[int, int] | None = None,
 ) -> list[tuple[Any, list[tuple[int, Any]] | None]]:
-    """One task per part of ``items``: ``(make_task(rank), [(position, input), ...])``."""
+    """One task per part of ``items``: ``(make_task(rank), [(position, input), ...])``.
+
+    ``done`` maps a rank to the number of its first inputs to leave out (a checkpoint's resume point).
+    """
     tasks: list[tuple[Any, list[tuple[int, Any]] | None]] = []
     for offset, part in enumerate(parts):
         chosen = part if limit is None else part[:limit]
+        chosen = chosen[(done or {}).get(first_rank + offset, 0) :]
         tasks.append((make_task(first_rank + offset), [(i, items[i]) for i in chosen]))
     return tasks

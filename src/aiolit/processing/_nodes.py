@@ -101,8 +101,11 @@ async def finalize_index(
     topo: Topology,
     *,
     updated_at: str,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write ``index.json`` (or this node's ``{node_rank}-index.json``) from the task results.
+
+    ``extra`` adds top-level sections to a single node's ``index.json``.
 
     Raises
     ------
@@ -111,7 +114,7 @@ async def finalize_index(
     """
     node = node_index(results)
     if topo.num_nodes == 1:
-        await _write_index(output, existing, node, updated_at)
+        await _write_index(output, existing, node, updated_at, extra)
         return
     # An empty node still reports, so the last node knows it finished.
     node_json = node.to_json() if node is not None else json.dumps({"chunks": [], "config": None}).encode()
@@ -121,7 +124,9 @@ async def finalize_index(
     await _merge_nodes(output, existing, topo, updated_at)
 
 
-async def _write_index(output: Output, existing: Any, node: Any, updated_at: str) -> None:
+async def _write_index(
+    output: Output, existing: Any, node: Any, updated_at: str, extra: dict[str, Any] | None = None
+) -> None:
     """Write ``existing + node`` as ``index.json`` unless another writer got there first.
 
     Appending: when a concurrent append changed the index since this run read it, merge this run's
@@ -136,6 +141,8 @@ async def _write_index(output: Output, existing: Any, node: Any, updated_at: str
         if not parts:
             return
         data = _merge(parts, updated_at, "the index").to_json()
+        if extra:  # top-level sections LitData adds (e.g. "keys"), kept next to chunks/config
+            data = json.dumps({**json.loads(data), **extra}, sort_keys=True).encode("utf-8")
         if output.index_condition == "any":
             await output.write("index.json", data)
             return

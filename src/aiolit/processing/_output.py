@@ -137,12 +137,14 @@ class Output:
     async def write(self, name: str, data: bytes) -> None:
         """Write a small file; locally via a temp file and ``os.replace``, so readers never see half of it."""
         if self.local_path is not None:
-            self.make_local_dir()
-            fd, tmp = tempfile.mkstemp(dir=self.local_path, prefix=f".{name}.", suffix=".tmp")
+            target = os.path.join(self.local_path, name)
+            directory = os.path.dirname(target)  # names may hold folders ("keys/shard-00000.parquet")
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(name)}.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
-                os.replace(tmp, os.path.join(self.local_path, name))
+                os.replace(tmp, target)
             except BaseException:
                 if os.path.exists(tmp):
                     os.remove(tmp)

@@ -51,7 +51,9 @@ def batched(items: Sequence[Any], batch_size: int) -> list[list[Any]]:
     return [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
 
 
-async def ranges_stream(items: Sequence[Any], ranges: Iterable[range]) -> AsyncIterator[tuple[int, Any]]:
+async def ranges_stream(
+    items: Sequence[Any], ranges: Iterable[Sequence[int]]
+) -> AsyncIterator[tuple[int, Any]]:
     """Stream ``(position, item)`` for the positions of ``ranges``, in order."""
     for part in ranges:
         for i in part:

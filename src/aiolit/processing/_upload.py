@@ -63,6 +63,11 @@ class Uploader:
         self._submitted.add(key)
         self._futures.append(asyncio.run_coroutine_threadsafe(self._upload(key), self._loop))
 
+    def put_after_uploads(self, key: str, data: bytes) -> None:
+        """Wait for every submitted upload, then write ``data`` to ``key`` (a small marker/checkpoint)."""
+        self.wait()
+        asyncio.run_coroutine_threadsafe(self._store.put(key, data), self._loop).result()
+
     def wait(self) -> None:
         """Wait for every upload; re-raise the first failure."""
         for future in self._futures:

@@ -28,6 +28,8 @@ from aiolit.processing._upload import Uploader
 
 if TYPE_CHECKING:
     from aiolit.format import ChunkWriter
+    from aiolit.processing._checkpoint import Resume
+    from aiolit.processing._input_dir import InputDir
 
 __all__ = [
     "MapTask",
@@ -156,6 +158,23 @@ def _iter_inputs(items: list[tuple[int, Any]] | None) -> Iterator[tuple[int, Any
         yield pickle.loads(entry)
 
 
+def _task_inputs(
+    items: list[tuple[int, Any]] | None, input_dir: InputDir | None, storage_options: dict[str, Any] | None
+) -> Iterator[tuple[int, Any]]:
+    """The task's inputs; with ``input_dir``, their remote files downloaded ahead of ``fn``."""
+    return _localize(_iter_inputs(items), input_dir, storage_options)
+
+
+def _localize(
+    stream: Iterator[tuple[int, Any]], input_dir: InputDir | None, storage_options: dict[str, Any] | None
+) -> Iterator[tuple[int, Any]]:
+    if input_dir is None:
+        return stream
+    from aiolit.processing._input_dir import localized
+
+    return localized(stream, input_dir, storage_options)
+
+
 def set_env(rank: int, num_workers: int, num_nodes: int, node_rank: int) -> None:
     # LitData's fn code reads these to know which writer it is.
     os.environ["DATA_OPTIMIZER_GLOBAL_RANK"] = str(rank)
@@ -176,6 +195,7 @@ class TaskResult:
     num_bytes: int = 0
     # Ordered streams: (segment id, number of entries written when the segment ended), in order.
     segments: list[tuple[int, int]] = field(default_factory=list)
+    keys: list[Any] | None = None  # key_fn's key of every sample, in order (key_fn only)
 
 
 @dataclass(frozen=True)
@@ -201,6 +221,10 @@ class OptimizeTask(WorkerTask):
     # The queue carries (segment id, [(position, input), ...]) runs of consecutive inputs; every
     # segment ends its last chunk, so the coordinator can order the chunks as the inputs were.
     segmented: bool = False
+    use_checkpoint: bool = False
+    resume: Resume | None = None  # this worker's checkpoint, when resuming a crashed run
+    input_dir: InputDir | None = None
+    key_fn: Callable[[Any], Any] | None = None
 
 
 def _samples(fn: Callable[..., Any], item: Any) -> Iterator[Any]:
@@ -242,6 +266,8 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
     """Run ``fn`` over the inputs and write chunks as writer ``task.rank``.
 
     ``items`` is a list of ``(position, input)``; ``None`` pulls them from the pool's shared queue.
+    With ``task.use_checkpoint`` a checkpoint is saved each time a chunk is stored; with
+    ``task.resume`` the inputs start after the checkpoint and its chunks are kept.
 
     Raises
     ------
@@ -249,16 +275,28 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         ``fn`` (or the serialization of its sample) raised; names the input and carries the traceback.
     """
     from aiolit.format import ChunkWriter
+    from aiolit.processing._checkpoint import write_checkpoint
 
     set_env(task.rank, task.num_workers, task.num_nodes, task.node_rank)
     write_dir = task.output_url if task.local_output else tempfile.mkdtemp(prefix="aiolit-optimize-")
     uploader = None if task.local_output else Uploader(task.output_url, task.storage_options, write_dir)
-    writer = ChunkWriter(
-        write_dir, rank=task.rank, chunk_index_start=task.chunk_index_start, **task.writer_options
-    )
+    resume = task.resume
+    prior: list[Any] = list(resume.entries) if resume is not None else []
+    first_chunk = task.chunk_index_start
+    if resume is not None and resume.next_chunk_index is not None:
+        first_chunk = resume.next_chunk_index
+    writer = ChunkWriter(write_dir, rank=task.rank, chunk_index_start=first_chunk, **task.writer_options)
     progress = _Progress()
-    num_inputs = num_samples = num_bytes = 0
+    num_inputs = num_samples = 0
+    num_bytes = 0
     finished: set[str] = set()  # chunks already counted (and submitted for upload)
+    base = resume.inputs_done if resume is not None else 0  # inputs of this worker done before
+    skip = resume.skip_samples if resume is not None else 0
+    keys: list[Any] | None = None
+    if task.key_fn is not None:
+        from aiolit.format._keys import normalize_key
+
+        keys = list(resume.keys) if resume is not None and resume.keys is not None else []
 
     def chunk_done(entry: Any) -> None:
         nonlocal num_bytes
@@ -270,16 +308,40 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
         if uploader is not None:
             uploader.submit(entry.filename)
 
-    def process(position: int, item: Any) -> None:
-        nonlocal num_inputs, num_samples
+    def checkpoint(inputs_done: int, skip_samples: int) -> None:
+        stored = prior + writer.entries
+        write_checkpoint(
+            task.rank,
+            stored,
+            writer.config,
+            inputs_done,
+            skip_samples,
+            writer.next_chunk_index,
+            local_dir=write_dir if uploader is None else None,
+            uploader=uploader,
+            keys=None if keys is None else keys[: sum(entry.chunk_size for entry in stored)],
+        )
+
+    def process(position: int, item: Any, done_before: int) -> None:
+        # done_before: this worker's inputs before this one (a checkpoint's resume point)
+        nonlocal num_inputs, num_samples, skip
         try:
-            for sample in _samples(task.fn, item):
+            for index, sample in enumerate(_samples(task.fn, item)):
+                if skip:  # already in the checkpointed chunks (a generator's first samples)
+                    skip -= 1
+                    continue
+                if keys is not None:
+                    assert task.key_fn is not None
+                    keys.append(normalize_key(task.key_fn(sample)))
                 try:
                     added = writer.add(sample)
                 except FormatError as exc:
                     raise unwritable_sample(position, item, exc) from None
                 for entry in added:
                     chunk_done(entry)
+                if added and task.use_checkpoint:
+                    # the stored chunks hold every sample before this one
+                    checkpoint(done_before, index)
                 num_samples += 1
         except OptimizeError:
             raise
@@ -290,25 +352,31 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
 
     segments: list[tuple[int, int]] = []
     try:
-        for position, item in _iter_inputs(items):
-            if not task.segmented:
-                process(position, item)
-                continue
-            for inner_position, inner_item in item:  # position is the segment id
-                process(inner_position, inner_item)
-            for entry in writer.close_chunk():
-                chunk_done(entry)
-            segments.append((position, len(writer.entries)))
-        entries: list[Any] = []
-        config: dict[str, Any] | None = None
+        if not task.segmented:
+            inputs = _task_inputs(items, task.input_dir, task.storage_options)
+            for local, (position, item) in enumerate(inputs):
+                process(position, item, base + local)
+        else:
+            for segment, runs in _iter_inputs(items):
+                for position, item in _localize(iter(runs), task.input_dir, task.storage_options):
+                    process(position, item, 0)
+                for entry in writer.close_chunk():
+                    chunk_done(entry)
+                segments.append((segment, len(writer.entries)))
+        entries: list[Any] = list(prior)
+        config: dict[str, Any] | None = resume.config if prior and resume is not None else None
         if num_samples:
-            entries, config = finish_writer(writer, write_dir, task.rank)
-            for entry in entries:
+            new_entries, config = finish_writer(writer, write_dir, task.rank)
+            for entry in new_entries:
                 chunk_done(entry)
+            entries += new_entries
+        if task.use_checkpoint and num_samples:
+            checkpoint(base + num_inputs, 0)  # this worker is done: a rerun redoes none of it
         if uploader is not None:
             uploader.wait()
         progress.flush()
-        return TaskResult(task.rank, entries, config, num_inputs, num_samples, num_bytes, segments)
+        total_samples = num_samples + sum(entry.chunk_size for entry in prior)
+        return TaskResult(task.rank, entries, config, num_inputs, total_samples, num_bytes, segments, keys)
     finally:
         if uploader is not None:
             uploader.close()
@@ -318,6 +386,8 @@ def run_optimize_task(task: OptimizeTask, items: list[tuple[int, Any]] | None) -
 @dataclass(frozen=True)
 class MapTask(WorkerTask):
     """Everything a worker needs to run a ``map`` function over its inputs."""
+
+    input_dir: InputDir | None = None
 
 
 def run_map_task(task: MapTask, items: list[tuple[int, Any]] | None) -> TaskResult:
@@ -339,7 +409,8 @@ def run_map_task(task: MapTask, items: list[tuple[int, Any]] | None) -> TaskResu
     progress = _Progress()
     num_inputs = 0
     try:
-        for index, (position, item) in enumerate(_iter_inputs(pending)):
+        inputs = _task_inputs(pending, task.input_dir, task.storage_options)
+        for index, (position, item) in enumerate(inputs):
             kwargs: dict[str, Any] = {}
             if "is_last" in parameters:
                 kwargs["is_last"] = pending is not None and index == len(pending) - 1

@@ -8,7 +8,7 @@ paths kept, and removed locally).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -17,12 +17,16 @@ from aiolit.processing._args import (
     ensure_no_running_loop,
     fast_dev_limit,
     resolve_topology,
+    weighted_parts,
 )
 from aiolit.processing._engine import ProgressBar, WorkPlan, run_plan, static_tasks
 from aiolit.processing._guards import check_spawn_safe
+from aiolit.processing._input_dir import InputDir, check_inputs, detect_input_dir
 from aiolit.processing._output import Output
 from aiolit.processing._sources import batched, open_source, ranges_stream
+from aiolit.processing._streaming_inputs import adapt_streaming_inputs
 from aiolit.processing._worker import MapTask, run_map_task
+from aiolit.processing.readers import apply_reader
 
 __all__ = ["map", "map_async"]
 
@@ -42,6 +46,10 @@ async def map_async(
     keep_data_ordered: bool | None = None,
     executor: Executor | None = None,
     verbose: bool = True,
+    *,
+    input_dir: str | None = None,
+    weights: list[int] | None = None,
+    reader: Any = None,
     **kwargs: Any,
 ) -> None:
     """Call ``fn(input, output_dir)`` for every input in worker processes.
@@ -77,6 +85,14 @@ async def map_async(
         Any ``concurrent.futures.Executor`` instead of the default process pool.
     verbose
         Show a progress bar.
+    input_dir
+        A local folder or a URL the inputs' string paths point into; remote files are downloaded
+        ahead of ``fn``, which gets local paths (see :func:`aiolit.optimize`).
+    weights
+        One positive number per input: balance the workers by total weight (see
+        :func:`aiolit.optimize`).
+    reader
+        A :class:`aiolit.processing.readers.BaseReader`; ``fn`` gets ``reader.read(item)``.
 
     Raises
     ------
@@ -87,6 +103,7 @@ async def map_async(
     """
     del reorder_files
     check_extra_kwargs("map", kwargs)
+    folder = None if input_dir is None else InputDir(input_dir)
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {fn!r}")
     if batch_size is not None and (
@@ -97,6 +114,12 @@ async def map_async(
     topo = resolve_topology(num_workers, num_nodes, start_method)
     if executor is None:
         check_spawn_safe("map", fn, topo.start_method)
+    given = inputs
+    fn, inputs, _ = adapt_streaming_inputs(
+        fn, inputs, "map", batch_size=batch_size, weights=weights, is_async=False
+    )
+    streamed = inputs is not given  # a StreamingDataset/Loader: its items name no files
+    fn, inputs = apply_reader(fn, inputs, reader, topo.num_workers, "map", weights)
     source = open_source(inputs, None)
     output = Output(output_dir, storage_options)
     try:
@@ -106,7 +129,14 @@ async def map_async(
         items = await source.materialize()
         if batch_size is not None:
             items = batched(items, batch_size)
-        ranges = topo.node_ranges(len(items))
+        if folder is None and reader is None and not streamed:
+            folder = detect_input_dir(items)  # LitData downloads inputs naming s3:// objects
+        if folder is not None:
+            check_inputs(items, folder, "map")
+        static = bool(keep_data_ordered) or executor is not None
+        ranges: list[Sequence[int]] = list(topo.node_ranges(len(items)))
+        if weights is not None:
+            ranges = list(weighted_parts(weights, len(items), topo, static, "map"))
 
         def make_task(rank: int) -> MapTask:
             return MapTask(
@@ -118,10 +148,11 @@ async def map_async(
                 output_url=output.url,
                 local_output=output.is_local,
                 storage_options=storage_options,
+                input_dir=folder,
             )
 
         total = sum(len(r) if limit is None else min(len(r), limit) for r in ranges)
-        if keep_data_ordered or executor is not None:
+        if static:
             plan = WorkPlan(run_map_task, static_tasks(make_task, items, ranges, topo.rank(0), limit))
         else:
             plan = WorkPlan(
@@ -155,6 +186,10 @@ def map(
     keep_data_ordered: bool | None = None,
     executor: Executor | None = None,
     verbose: bool = True,
+    *,
+    input_dir: str | None = None,
+    weights: list[int] | None = None,
+    reader: Any = None,
     **kwargs: Any,
 ) -> None:
     """Blocking :func:`map_async` (same arguments), for scripts.
@@ -181,6 +216,9 @@ def map(
             keep_data_ordered=keep_data_ordered,
             executor=executor,
             verbose=verbose,
+            input_dir=input_dir,
+            weights=weights,
+            reader=reader,
             **kwargs,
         )
     )

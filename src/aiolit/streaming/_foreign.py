@@ -106,11 +106,11 @@ class ForeignDataset:
     def reset_state_dict(self) -> None:
         self._forward("reset_state_dict")
 
-    def _topology(self) -> tuple[Topology, int]:
+    def _topology(self, iterating: bool = False) -> tuple[Topology, int]:
         from aiolit.streaming.dataset import StreamingDataset
 
         # The same rule as a StreamingDataset's (it reads only ``_world`` and ``num_workers``).
-        return StreamingDataset._topology(self)  # type: ignore[arg-type]
+        return StreamingDataset._topology(self, iterating)  # type: ignore[arg-type]
 
     def _drop_last(self, topology: Topology) -> bool:
         return self.drop_last if self.drop_last is not None else topology.world_size > 1
@@ -137,7 +137,7 @@ class ForeignDataset:
     def _iter_at(self, at: tuple[int, int]) -> Iterator[Any]:
         """This worker's samples of epoch ``at[0]`` after its first ``at[1]``."""
         epoch, skip = at
-        topology, worker_id = self._topology()
+        topology, worker_id = self._topology(iterating=True)
         if epoch != self.current_epoch:
             # A cycled stream's next pass (ParallelStreamingDataset): the dataset sees that
             # epoch; this adapter keeps the wrapper's (its state_dict reports it).

@@ -27,11 +27,15 @@ from aiolit import _fast
 __all__ = [
     "EpochPlan",
     "Interval",
+    "Piece",
+    "PiecePlan",
+    "ResumePlan",
     "Topology",
     "WorkerPlan",
     "chunk_intervals",
     "dataset_length",
     "rank_length",
+    "remaining",
     "samples_per_worker",
     "worker_budgets",
 ]
@@ -243,6 +247,37 @@ def dataset_length(
     return int(budgets.sum())
 
 
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A slice ``[lo, hi)`` of the yield order of one worker step: the unit of elastic resume.
+
+    The step is items ``[start, end)`` of chunk ``chunk``, in ascending order (``stream < 0``)
+    or permuted by ``stream`` (see :meth:`WorkerPlan.order`); the piece is positions
+    ``lo..hi`` of that order. Pieces name samples without listing them, so the samples an
+    interrupted epoch has left cost memory per chunk piece, not per sample.
+    """
+
+    chunk: int
+    start: int
+    end: int
+    stream: int
+    lo: int
+    hi: int
+
+    @property
+    def size(self) -> int:
+        """Number of samples in the piece."""
+        return self.hi - self.lo
+
+    def items(self, seed: int, epoch: int) -> IntArray:
+        """Return the piece's item indices (within the chunk), in yield order."""
+        if self.stream < 0:
+            return np.arange(self.start + self.lo, self.start + self.hi, dtype=np.int64)
+        perm = _permutation(self.end - self.start, seed, epoch, self.stream)[self.lo : self.hi]
+        perm += self.start
+        return perm
+
+
 class WorkerPlan:
     """One worker's epoch: the chunk pieces it reads and the item order inside each.
 
@@ -293,6 +328,20 @@ class WorkerPlan:
             raise ValueError(f"n must be <= the worker's length ({self.length}), got {n}")
         k = int(np.searchsorted(self._offsets, n, side="right")) - 1
         return k, n - int(self._offsets[k])
+
+    def _piece(self, k: int) -> Piece:
+        step = self.steps[k]
+        stream = -1 if self._streams is None else int(self._streams[k])
+        return Piece(step.chunk, step.start, step.end, stream, 0, step.size)
+
+    def pieces(self, n: int = 0) -> list[Piece]:
+        """Return what is left of this worker's epoch after ``n`` samples, as :class:`Piece` s."""
+        k, offset = self.locate(n)
+        out = [self._piece(j) for j in range(k, len(self.steps))]
+        if out and offset:
+            p = out[0]
+            out[0] = Piece(p.chunk, p.start, p.end, p.stream, p.lo + offset, p.hi)
+        return out
 
     @cached_property
     def next_reuse(self) -> IntArray:
@@ -439,6 +488,110 @@ class EpochPlan:
             starts = np.fromiter((s.start for s in steps), dtype=np.int64, count=len(steps))
             streams = ((np.asarray(keys, dtype=np.int64) + 1) << _STREAM_SHIFT) | starts
         return WorkerPlan(steps, streams, self.seed, self.epoch)
+
+
+class PiecePlan(WorkerPlan):
+    """A worker's plan made of :class:`Piece` s: its share of an interrupted epoch's rest."""
+
+    def __init__(self, pieces: Sequence[Piece], seed: int, epoch: int) -> None:
+        self._pieces = list(pieces)
+        # Only .chunk and .size of the steps are read outside order(): the bounds are nominal.
+        steps = [Interval(p.chunk, p.start + p.lo, p.start + p.hi) for p in self._pieces]
+        super().__init__(steps, None, seed, epoch)
+
+    def order(self, k: int) -> IntArray:
+        """Return the item indices (within the chunk) of step ``k``, in yield order."""
+        return self._pieces[k].items(self._seed, self._epoch)
+
+    def _piece(self, k: int) -> Piece:
+        return self._pieces[k]
+
+
+def remaining(plan: EpochPlan | ResumePlan, counts: Sequence[Sequence[int]]) -> list[Piece]:
+    """Return the samples of ``plan`` not consumed when worker ``(r, w)`` had produced ``counts[r][w]``.
+
+    In the plan's global walk order (rank by rank, worker by worker), which keeps every
+    worker's chunk locality.
+    """
+    topo = plan.topology
+    if len(counts) != topo.world_size or any(len(row) != topo.num_workers for row in counts):
+        raise ValueError(f"counts must be {topo.world_size} x {topo.num_workers}, got {counts!r:.200}")
+    out: list[Piece] = []
+    for r in range(topo.world_size):
+        for w in range(topo.num_workers):
+            wp = plan.global_worker(r, w)
+            out.extend(wp.pieces(min(_check_int("counts", counts[r][w], 0), wp.length)))
+    return out
+
+
+class ResumePlan:
+    """The rest of an interrupted epoch (a list of :class:`Piece` s) dealt to a new topology.
+
+    Budgets follow :func:`worker_budgets` over the remaining count; each (rank, worker) takes
+    the next contiguous run of the remaining walk. Same interface as :class:`EpochPlan` for
+    its users (``worker``, ``global_worker``, ``worker_lengths``, ``rank_length``).
+    """
+
+    def __init__(
+        self,
+        pieces: Sequence[Piece],
+        topology: Topology,
+        *,
+        batch_size: int = 1,
+        drop_last: bool = False,
+        seed: int = 42,
+        epoch: int = 1,
+    ) -> None:
+        self.topology = topology
+        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.drop_last = _check_bool("drop_last", drop_last)
+        self.seed = seed
+        self.epoch = epoch
+        self.pieces = [p for p in pieces if p.size]
+        sizes = np.fromiter((p.size for p in self.pieces), dtype=np.int64, count=len(self.pieces))
+        self._ends: IntArray = np.cumsum(sizes)
+        self.num_items = int(self._ends[-1]) if len(self.pieces) else 0
+        self.budgets: IntArray = worker_budgets(
+            self.num_items,
+            topology.world_size,
+            topology.num_workers,
+            batch_size=batch_size,
+            drop_last=drop_last,
+        )
+        self._bounds: IntArray = np.concatenate([np.zeros(1, np.int64), np.cumsum(self.budgets.ravel())])
+
+    def __repr__(self) -> str:
+        return f"ResumePlan(items={self.num_items}, pieces={len(self.pieces)}, {self.topology})"
+
+    @property
+    def rank_length(self) -> int:
+        """Samples this rank yields in the rest of the epoch."""
+        return int(self.budgets[self.topology.rank].sum())
+
+    @property
+    def worker_lengths(self) -> list[int]:
+        """Samples each worker of this rank yields."""
+        return [int(b) for b in self.budgets[self.topology.rank]]
+
+    def worker(self, worker_id: int) -> PiecePlan:
+        """Return the plan of worker ``worker_id`` of this rank."""
+        return self.global_worker(self.topology.rank, worker_id)
+
+    def global_worker(self, rank: int, worker_id: int) -> PiecePlan:
+        """Return the plan of worker ``worker_id`` of rank ``rank``."""
+        g = self.topology.global_worker_id(worker_id, rank)
+        lo, hi = int(self._bounds[g]), int(self._bounds[g + 1])
+        out: list[Piece] = []
+        j = int(np.searchsorted(self._ends, lo, side="right"))
+        while lo < hi:
+            p = self.pieces[j]
+            walk_start = int(self._ends[j]) - p.size
+            take = min(hi, int(self._ends[j])) - lo
+            first = p.lo + lo - walk_start
+            out.append(Piece(p.chunk, p.start, p.end, p.stream, first, first + take))
+            lo += take
+            j += 1
+        return PiecePlan(out, self.seed, self.epoch)
 
 
 def samples_per_worker(

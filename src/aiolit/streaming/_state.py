@@ -7,12 +7,21 @@ needs the workers.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 from aiolit.errors import StateDictError
-from aiolit.streaming._plan import EpochPlan, Interval, Topology, samples_per_worker
+from aiolit.streaming._plan import (
+    EpochPlan,
+    Interval,
+    ResumePlan,
+    Topology,
+    remaining,
+    samples_per_worker,
+    worker_budgets,
+)
 
-__all__ = ["dataset_state", "resume_counts", "validate"]
+__all__ = ["dataset_state", "elastic_plan", "resume_counts", "settle", "validate"]
 
 
 class StreamingDataset(Protocol):
@@ -30,12 +39,17 @@ class StreamingDataset(Protocol):
     drop_last: bool | None
     force_override_state_dict: bool
     batch_size: int
+    _resume: dict[str, Any] | None
+    _elastic: tuple[int, list[dict[str, Any]]] | None
+    __dict__: dict[str, Any]
 
-    def _topology(self) -> tuple[Topology, int]: ...
+    def _topology(self, iterating: bool = False) -> tuple[Topology, int]: ...
 
     def _drop_last(self, topology: Topology) -> bool: ...
 
-    def _plan(self, topology: Topology, epoch: int) -> EpochPlan: ...
+    def _plan(
+        self, topology: Topology, epoch: int, *, batch_size: int | None = None, drop_last: bool | None = None
+    ) -> EpochPlan | ResumePlan: ...
 
     def set_shuffle(self, shuffle: bool) -> None: ...
 
@@ -62,7 +76,7 @@ def dataset_state(
     if get_worker_info() is not None:
         raise RuntimeError("state_dict() must be called in the main process, not in a DataLoader worker")
     topology, _ = ds._topology()
-    state = {
+    state: dict[str, Any] = {
         "num_samples_yielded": int(num_samples_yielded),
         "num_workers": int(num_workers),
         "batch_size": int(batch_size),
@@ -74,6 +88,8 @@ def dataset_state(
         "world_size": topology.world_size,
     }
     state.update(_identity(ds))
+    if ds._elastic is not None and ds._elastic[0] == ds.current_epoch and ds._elastic[1]:
+        state["elastic"] = ds._elastic[1]
     return state
 
 
@@ -84,8 +100,34 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def validate(ds: StreamingDataset, state: dict[str, Any]) -> dict[str, Any]:
+def epoch_complete(state: dict[str, Any], rank: int = 0) -> bool:
+    """Whether ``state`` was taken once its loader had yielded its whole epoch (on this rank).
+
+    Computed from the state alone: its regions of interest, topology and batch size give the
+    epoch's batches (the loader counts ``batch_size`` per batch, short ones included).
+    """
+    roi = state.get("region_of_interest")
+    if not isinstance(roi, list | tuple):
+        return False
+    try:
+        num_items = sum(int(end) - int(start) for start, end in roi)
+        world = max(1, int(state.get("world_size", 1)))
+        nw = max(1, int(state["num_workers"]))
+        bs = max(1, int(state["batch_size"]))
+        drop = bool(state.get("drop_last", world > 1))
+        budgets = worker_budgets(num_items, world, nw, batch_size=bs, drop_last=drop)
+        rank = min(rank, world - 1)
+        batches = sum(-(-int(b) // bs) for b in budgets[rank])
+        return int(state["num_samples_yielded"]) >= batches * bs
+    except (TypeError, ValueError):
+        return False
+
+
+def validate(ds: StreamingDataset, state: dict[str, Any]) -> dict[str, Any] | None:
     """Check ``state`` belongs to ``ds``; return a copy to resume from.
+
+    ``None`` when the state was taken at the end of an epoch of a different dataset: then
+    only the epoch carries over (``ds.current_epoch`` is the next one).
 
     Raises
     ------
@@ -106,6 +148,11 @@ def validate(ds: StreamingDataset, state: dict[str, Any]) -> dict[str, Any]:
     if ds.drop_last is not None:
         mine["drop_last"] = ds.drop_last
     bad = [k for k, v in mine.items() if k in state and not _same(state[k], v)]
+    if bad and not ds.force_override_state_dict and epoch_complete(state, ds._topology()[0].rank):
+        # Taken at the end of an epoch (of another dataset, or other settings): nothing of it
+        # is left to resume, only the epoch carries over (as LitData). ``None``: start afresh.
+        ds.current_epoch = int(state["current_epoch"]) + 1
+        return None
     if bad and not ds.force_override_state_dict:
         detail = ", ".join(f"{k}: state has {state[k]!r}, dataset has {mine[k]!r}" for k in bad[:3])
         raise StateDictError(
@@ -120,28 +167,155 @@ def validate(ds: StreamingDataset, state: dict[str, Any]) -> dict[str, Any]:
         if "drop_last" in bad:
             ds.drop_last = bool(state["drop_last"])
     ds.current_epoch = int(state["current_epoch"])
+    segments = state.get("elastic")
+    if segments is not None and not _valid_segments(segments):
+        raise StateDictError(
+            "state_dict['elastic'] is malformed; was it made by StreamingDataset.state_dict()?"
+        )
+    ds._elastic = (ds.current_epoch, list(segments)) if segments else None
     return dict(state)
 
 
 def resume_counts(ds: StreamingDataset, state: dict[str, Any], topology: Topology) -> tuple[int, list[int]]:
-    """``(epoch, samples already produced by each worker of this rank)`` for ``state``."""
-    nw = int(state["num_workers"])
-    bs = int(state["batch_size"])
-    checks = {
-        "num_workers": (max(nw, 1), topology.num_workers),
-        "batch_size": (bs, ds.batch_size),
-        "world_size": (int(state.get("world_size", topology.world_size)), topology.world_size),
-    }
-    bad = [k for k, (a, b) in checks.items() if a != b]
-    if bad and not ds.force_override_state_dict:
-        detail = ", ".join(f"{k}: state has {checks[k][0]}, loader has {checks[k][1]}" for k in bad)
-        raise StateDictError(f"state_dict was taken with a different topology ({detail})")
+    """``(epoch, samples already produced by each worker of this rank)`` for a settled ``state``."""
     epoch = int(state["current_epoch"])
     plan = ds._plan(topology, epoch)
     lengths = plan.worker_lengths
+    given = state.get("worker_counts")
+    if given is not None:
+        # in_order=False: the loader counted each worker's batches itself.
+        if len(given) != len(lengths):
+            raise StateDictError(f"worker_counts has {len(given)} entries for {len(lengths)} workers")
+        return epoch, [min(int(c), n) for c, n in zip(given, lengths, strict=True)]
     batches = sum(-(-n // ds.batch_size) for n in lengths)
     yielded = min(int(state["num_samples_yielded"]), batches * ds.batch_size)
     counts = samples_per_worker(
         yielded, topology.num_workers, ds.batch_size, lengths, count_short_batches_as_full=True
     )
     return epoch, counts
+
+
+# -- elastic resume ----------------------------------------------------------------------------
+#
+# A state names its epoch, topology and loader count. From those the pure plan gives how many
+# samples every (rank, worker) had produced (ranks step in lockstep: each yielded the same number
+# of batches), hence which samples of the epoch were consumed. When the loader that resumes has
+# another world size, worker count or batch size, the samples left are dealt to it afresh
+# (ResumePlan) and the state becomes a "segment" of the epoch's history: a state taken in the
+# resumed epoch carries the list, so a second change of topology composes with the first.
+
+_SEGMENT_KEYS = ("world_size", "num_workers", "batch_size", "drop_last", "counts")
+
+
+def _valid_segments(segments: Any) -> bool:
+    if not isinstance(segments, list | tuple):
+        return False
+    for seg in segments:
+        if not isinstance(seg, dict) or any(k not in seg for k in _SEGMENT_KEYS):
+            return False
+        counts = seg["counts"]
+        if not isinstance(counts, list | tuple) or len(counts) != int(seg["world_size"]):
+            return False
+        if any(not isinstance(row, list | tuple) or len(row) != int(seg["num_workers"]) for row in counts):
+            return False
+    return True
+
+
+def elastic_plan(
+    ds: StreamingDataset,
+    segments: list[dict[str, Any]],
+    topology: Topology,
+    epoch: int,
+    batch_size: int,
+    drop_last: bool,
+) -> ResumePlan:
+    """The rest of ``epoch`` after ``segments`` (each: a topology and its workers' counts)."""
+    key = json.dumps(
+        [segments, topology.world_size, topology.rank, topology.num_workers, epoch, batch_size, drop_last]
+    )
+    cache = ds.__dict__.setdefault("_elastic_cache", {})
+    if key in cache:
+        plan: ResumePlan = cache[key]
+        return plan
+    first = segments[0]
+    previous: EpochPlan | ResumePlan = EpochPlan(
+        ds.intervals,
+        Topology(int(first["world_size"]), 0, int(first["num_workers"])),
+        batch_size=int(first["batch_size"]),
+        drop_last=bool(first["drop_last"]),
+        shuffle=ds.shuffle,
+        seed=ds.seed,
+        epoch=epoch,
+    )
+    pieces = remaining(previous, first["counts"])
+    for seg in segments[1:]:
+        previous = ResumePlan(
+            pieces,
+            Topology(int(seg["world_size"]), 0, int(seg["num_workers"])),
+            batch_size=int(seg["batch_size"]),
+            drop_last=bool(seg["drop_last"]),
+            seed=ds.seed,
+            epoch=epoch,
+        )
+        pieces = remaining(previous, seg["counts"])
+    plan = ResumePlan(pieces, topology, batch_size=batch_size, drop_last=drop_last, seed=ds.seed, epoch=epoch)
+    cache.clear()  # one resumed epoch at a time
+    cache[key] = plan
+    return plan
+
+
+def settle(ds: StreamingDataset, topology: Topology) -> None:
+    """Fit the pending resume state to ``topology``; a changed topology resumes elastically.
+
+    Same world size, worker count and batch size: nothing to do (the resume is positional and
+    yields exactly what the uninterrupted run would have). Otherwise the consumed samples are
+    recomputed from the state, the state's topology is appended to the epoch's segments, and
+    the state is rewritten as "nothing consumed yet of the rest, on this topology".
+    """
+    state = ds._resume
+    if state is None:
+        return
+    world = int(state.get("world_size", topology.world_size))
+    nw = max(1, int(state["num_workers"]))
+    bs = int(state["batch_size"])
+    if (world, nw, bs) == (topology.world_size, topology.num_workers, ds.batch_size):
+        return
+    epoch = int(state["current_epoch"])
+    segments = list(state.get("elastic") or [])
+    ds._elastic = (epoch, segments) if segments else None
+    old_topology = Topology(world, 0, nw)
+    drop = bool(state.get("drop_last", ds._drop_last(old_topology)))
+    old = ds._plan(old_topology, epoch, batch_size=bs, drop_last=drop)
+    n = int(state["num_samples_yielded"])
+    given = state.get("worker_counts")
+    if given is not None and world > 1:
+        raise StateDictError(
+            "state_dict was taken by an in_order=False loader of a multi-rank job: its other ranks' "
+            "positions are unknown, so it resumes only on the same world size, num_workers and batch_size"
+        )
+    counts: list[list[int]] = []
+    for r in range(world):
+        lengths = [int(b) for b in old.budgets[r]]
+        if given is not None:
+            if len(given) != nw:
+                raise StateDictError(f"worker_counts has {len(given)} entries for {nw} workers")
+            row = [int(c) for c in given]
+        else:
+            cap = sum(-(-x // bs) for x in lengths) * bs
+            row = samples_per_worker(min(n, cap), nw, bs, lengths, count_short_batches_as_full=True)
+        counts.append([min(c, x) for c, x in zip(row, lengths, strict=True)])
+    segments.append(
+        {"world_size": world, "num_workers": nw, "batch_size": bs, "drop_last": drop, "counts": counts}
+    )
+    ds._elastic = (epoch, segments)
+    new = dict(state)
+    new.pop("worker_counts", None)
+    new.update(
+        num_samples_yielded=0,
+        num_workers=topology.num_workers,
+        batch_size=ds.batch_size,
+        world_size=topology.world_size,
+        drop_last=ds._drop_last(topology),
+        elastic=segments,
+    )
+    ds._resume = new

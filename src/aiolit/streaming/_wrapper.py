@@ -13,6 +13,7 @@ skipped samples. No per-sample bookkeeping travels from the workers to the loade
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from torch.utils.data import IterableDataset
@@ -130,15 +131,22 @@ class StreamingWrapper(IterableDataset[Any]):
         bs = self.batch_size
         return bs if isinstance(bs, int) else bs[0]
 
-    def _topology(self) -> tuple[Topology, int]:
-        return self._datasets[0]._topology()
+    def _topology(self, iterating: bool = False) -> tuple[Topology, int]:
+        return self._datasets[0]._topology(iterating)
 
-    def _inner_lengths(self, topology: Topology) -> list[list[int]]:
-        """``[d][w]``: samples dataset ``d`` gives worker ``w`` of this rank per epoch."""
+    def _inner_lengths(self, topology: Topology, epoch: int | None = None) -> list[list[int]]:
+        """``[d][w]``: samples dataset ``d`` gives worker ``w`` of this rank per epoch.
+
+        With ``epoch``: of that epoch, which is the rest of an interrupted one for a dataset
+        resumed elastically.
+        """
         out = []
         for ds in self._datasets:
             if isinstance(ds, ForeignDataset):
                 out.append(ds.worker_lengths(topology))
+                continue
+            if epoch is not None and ds._elastic is not None and ds._elastic[0] == epoch:
+                out.append(ds._plan(topology, epoch).worker_lengths)
                 continue
             budgets = worker_budgets(
                 ds._starts[-1],
@@ -176,18 +184,142 @@ class StreamingWrapper(IterableDataset[Any]):
         """Inverse of :meth:`_positions`: the worker's sample count."""
         raise NotImplementedError
 
+    def _stopped(self, topology: Topology, epoch: int, counts: Sequence[int], next_epoch: int) -> None:
+        """``epoch`` stopped after ``counts[w]`` samples of each worker (a ``break``)."""
+
+    def _save_extra(self, out: dict[str, Any]) -> None:
+        """Add this wrapper's own resume keys to a state."""
+
+    def _load_extra(self, state: dict[str, Any]) -> None:
+        """Read what :meth:`_save_extra` added."""
+
+    def _loader_stopped(self, n: int, num_workers: int, batch_size: int, epoch: int) -> None:
+        """A loader pass of ``epoch`` ended after ``n`` samples (counted as whole batches)."""
+        topology, _ = self._topology()
+        saved = self._resume
+        self._resume = {
+            "epoch": epoch,
+            "num_samples_yielded": n,
+            "num_workers": num_workers,
+            "batch_size": batch_size,
+        }
+        try:
+            _, counts = self._resume_counts(topology)
+        finally:
+            self._resume = saved
+        self._stopped(topology, epoch, counts, epoch + 1)
+        self._progress = None
+
     # -- iteration ------------------------------------------------------------------------------
 
     def _start(self) -> tuple[Topology, int, int, int]:
         """``(topology, worker_id, epoch, samples to skip)`` for a new pass."""
-        topology, worker_id = self._topology()
+        topology, worker_id = self._topology(iterating=True)
+        progress = self._progress
+        if progress is not None and self._resume is None and progress[0] == self.current_epoch:
+            # The previous pass in this process stopped early: a continuing wrapper goes on
+            # from there (the others restart the epoch).
+            self._stopped(topology, progress[0], [progress[1]], progress[0])
+            self._progress = None
         if self._resume is None:
             return topology, worker_id, self.current_epoch, 0
         epoch, counts = self._resume_counts(topology)
         return topology, worker_id, epoch, counts[worker_id]
 
+    # Whether a topology change resumes elastically (else it is a StateDictError).
+    _elastic_resume = False
+
+    def _settle_resume(self) -> int | None:
+        """Fit a pending resume state to the loader's topology; return the count to continue from."""
+        if self._resume is None:
+            return None
+        self._settle(self._topology()[0])
+        return int(self._resume["num_samples_yielded"])
+
+    @contextmanager
+    def _batch_of_state(self, batch_size: int) -> Iterator[None]:
+        """Plan with the batch size a state was taken with (run lengths, per_stream counts)."""
+        if batch_size == self._loader_batch_size():
+            yield
+            return
+        saved_bs = self.batch_size
+        saved_batch = self.__dict__.get("_loader_batch")
+        self.set_batch_size(batch_size)
+        if saved_batch is not None:
+            # A loader taking per_stream runs as batches: its counts are in the state's batches.
+            self.__dict__["_loader_batch"] = (batch_size, *saved_batch[1:])
+        try:
+            yield
+        finally:
+            self.set_batch_size(saved_bs)
+            if saved_batch is not None:
+                self.__dict__["_loader_batch"] = saved_batch
+
+    def _settle(self, topology: Topology) -> None:
+        """A changed topology: deal the rest of the epoch of every dataset to this one.
+
+        Each dataset's consumed samples follow from the wrapper's positions on the state's
+        topology (every rank yielded the same number of batches); each dataset then resumes
+        elastically (``StreamingDataset`` semantics) and the wrapper draws afresh over the
+        rests, as from the start of an epoch.
+        """
+        state = self._resume
+        assert state is not None
+        world = int(state.get("world_size", topology.world_size))
+        nw, bs = max(1, state["num_workers"]), state["batch_size"]
+        foreign = any(isinstance(ds, ForeignDataset) for ds in self._datasets)
+        if (
+            not self._elastic_resume
+            or foreign
+            or (world, nw, bs)
+            == (
+                topology.world_size,
+                topology.num_workers,
+                self._loader_batch_size(),
+            )
+        ):
+            return
+        epoch, n = state["epoch"], state["num_samples_yielded"]
+        with self._batch_of_state(bs):
+            per_dataset: list[list[list[int]]] = [[] for _ in self._datasets]
+            for r in range(world):
+                old = Topology(world, r, nw)
+                lengths = self._worker_lengths(old, epoch)
+                assert lengths is not None
+                cap = sum(-(-x // bs) for x in lengths) * bs
+                counts = samples_per_worker(min(n, cap), nw, bs, lengths, count_short_batches_as_full=True)
+                rows = [
+                    self._positions(old, w, epoch, min(c, x))[0]
+                    for w, (c, x) in enumerate(zip(counts, lengths, strict=True))
+                ]
+                for d in range(len(self._datasets)):
+                    per_dataset[d].append([row[d] for row in rows])
+            drops = [ds._drop_last(Topology(world, 0, nw)) for ds in self._datasets]
+        for ds, counts_d, drop in zip(self._datasets, per_dataset, drops, strict=True):
+            assert isinstance(ds, StreamingDataset)
+            segments = list(ds._elastic[1]) if ds._elastic is not None and ds._elastic[0] == epoch else []
+            segments.append(
+                {
+                    "world_size": world,
+                    "num_workers": nw,
+                    "batch_size": bs,
+                    "drop_last": drop,
+                    "counts": counts_d,
+                }
+            )
+            ds._elastic = (epoch, segments)
+        self._resume = {
+            "epoch": epoch,
+            "num_samples_yielded": 0,
+            "num_workers": topology.num_workers,
+            "batch_size": self._loader_batch_size(),
+            "world_size": topology.world_size,
+        }
+        self.__dict__.pop("_schedules", None)
+
     def _resume_counts(self, topology: Topology) -> tuple[int, list[int]]:
         assert self._resume is not None
+        self._settle(topology)
         state = self._resume
         bs = self._loader_batch_size()
         checks = {
@@ -262,7 +394,7 @@ class StreamingWrapper(IterableDataset[Any]):
             counts = [0] * len(self._datasets)
             if self._progress is not None:
                 epoch, n = self._progress
-                topology, worker_id = self._topology()
+                topology, worker_id = self._topology(iterating=True)
                 counts, _ = self._positions(topology, worker_id, epoch, n)
             num_samples_yielded = counts
         if len(num_samples_yielded) != len(self._datasets):
@@ -281,8 +413,14 @@ class StreamingWrapper(IterableDataset[Any]):
         for i, ds in enumerate(self._datasets):
             if isinstance(ds, ForeignDataset):
                 ds.validate(state[str(i)])
-            else:
-                _state.validate(ds, state[str(i)])
+                continue
+            saved = ds.current_epoch
+            if _state.validate(ds, state[str(i)]) is None:
+                ds.current_epoch = saved
+                raise StateDictError(
+                    f"state_dict of dataset {i} does not match it (another dataset or other settings); "
+                    "pass force_override_state_dict=True to resume anyway"
+                )
         return state["0"]  # type: ignore[no-any-return]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -295,22 +433,29 @@ class StreamingWrapper(IterableDataset[Any]):
         if not state_dict:
             return
         first = self._validate(state_dict)
+        self._load_extra(state_dict)
         epoch = int(first["current_epoch"])
         counts = [int(state_dict[str(i)]["num_samples_yielded"]) for i in range(len(self._datasets))]
         total = self._direct_count(epoch, counts, state_dict.get("num_cycles"))
-        self._set_resume(epoch, total, int(first["num_workers"]), int(first["batch_size"]))
+        self._set_resume(
+            epoch, total, int(first["num_workers"]), int(first["batch_size"]), first.get("world_size")
+        )
 
     def _direct_count(self, epoch: int, counts: list[int], cycles: list[int] | None) -> int:
         """The loader count a direct ``load_state_dict`` resumes from (default: the sum)."""
         return sum(counts)
 
-    def _set_resume(self, epoch: int, n: int, num_workers: int, batch_size: int) -> None:
+    def _set_resume(
+        self, epoch: int, n: int, num_workers: int, batch_size: int, world_size: int | None = None
+    ) -> None:
         self._resume = {
             "epoch": epoch,
             "num_samples_yielded": n,
             "num_workers": num_workers,
             "batch_size": batch_size,
         }
+        if world_size is not None:
+            self._resume["world_size"] = world_size
         self.current_epoch = epoch
         for ds in self._datasets:
             ds.current_epoch = epoch
@@ -346,11 +491,14 @@ class StreamingWrapper(IterableDataset[Any]):
         }
         if cycles:
             out["num_cycles"] = cycles
+        out["aiolit_rank"] = topology.rank
+        self._save_extra(out)
         return out
 
     def _load_loader_state(self, obj: dict[str, Any]) -> int:
         """Load a loader state; return the loader's sample count (batches x batch_size)."""
         first = self._validate(obj["dataset"])
+        self._load_extra(obj)
         epoch = int(obj.get("current_epoch", first["current_epoch"]))
         nw = int(first["num_workers"])
         bs = int(first["batch_size"])
@@ -360,15 +508,20 @@ class StreamingWrapper(IterableDataset[Any]):
         else:
             if not isinstance(per_worker, dict):
                 raise StateDictError("num_samples_yielded must be a dict of worker -> per-dataset counts")
-            topology, _ = self._topology()
+            here, _ = self._topology()
+            # The counts are those of the rank and topology that took the state.
+            world = int(first.get("world_size") or here.world_size)
+            rank = int(obj.get("aiolit_rank", here.rank))
+            topology = Topology(world, min(rank, world - 1), max(1, nw))
             cycles = obj.get("num_cycles") or {}
             n = 0
-            for key, counts in per_worker.items():
-                w = int(key)
-                cyc = cycles.get(key, cycles.get(w))
-                c = self._count_at(topology, w, epoch, [int(x) for x in counts], cyc)
-                n += -(-c // bs) * bs
-        self._set_resume(epoch, n, nw, bs)
+            with self._batch_of_state(bs):
+                for key, counts in per_worker.items():
+                    w = int(key)
+                    cyc = cycles.get(key, cycles.get(w))
+                    c = self._count_at(topology, w, epoch, [int(x) for x in counts], cyc)
+                    n += -(-c // bs) * bs
+        self._set_resume(epoch, n, nw, bs, first.get("world_size"))
         return n
 
     def __getstate__(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from aiolit.streaming._foreign import ForeignDataset
 from aiolit.streaming._plan import Topology
 from aiolit.streaming._wrapper import StreamingWrapper
 from aiolit.streaming.dataset import _check_bool
@@ -199,8 +200,9 @@ class CombinedStreamingDataset(StreamingWrapper):
     Every mode resumes exactly with :class:`~aiolit.StreamingDataLoader` (``state_dict()`` ->
     ``load_state_dict()`` yields exactly the batches the uninterrupted epoch had left), with
     weights too: a worker's draws are a pure function of ``(seed, epoch, rank, worker,
-    per-worker dataset lengths)``. The loader topology (workers, batch size, world size) must
-    be the same on resume.
+    per-worker dataset lengths)``. On another topology (workers, batch size, world size) the
+    resume is elastic: the rest of every dataset is dealt to the new workers and drawn afresh
+    (see ``docs/resume.md``).
     """
 
     def __init__(
@@ -224,7 +226,11 @@ class CombinedStreamingDataset(StreamingWrapper):
                 "dataset's share of the samples; pass iterate_over_all=False to sample by weight"
             )
         if weights is None:
-            lens = [len(ds) for ds in self._datasets]
+            # Each dataset's whole size, not its rank's share: the draws are then the same on
+            # every rank and topology (an elastic resume recomputes the old ranks' draws).
+            lens = [
+                ds.num_items if isinstance(ds, ForeignDataset) else ds._starts[-1] for ds in self._datasets
+            ]
             if sum(lens) == 0:
                 raise ValueError("CombinedStreamingDataset: every dataset is empty")
             norm = [n / sum(lens) for n in lens]
@@ -261,7 +267,7 @@ class CombinedStreamingDataset(StreamingWrapper):
         return list(bs) if isinstance(bs, list) else [bs] * len(self._datasets)
 
     def _schedule(self, topology: Topology, worker_id: int, epoch: int) -> npt.NDArray[Any]:
-        lengths = tuple(per[worker_id] for per in self._inner_lengths(topology))
+        lengths = tuple(per[worker_id] for per in self._inner_lengths(topology, epoch))
         runs = self._run_lengths()
         key = (epoch, topology, worker_id, lengths, None if runs is None else tuple(runs))
         cache = self.__dict__.setdefault("_schedules", {})
@@ -299,7 +305,7 @@ class CombinedStreamingDataset(StreamingWrapper):
         if bs is not None:
             return [(len(self._bounds(topology, w, epoch)) - 1) * bs for w in range(topology.num_workers)]
         if self._iterate_over_all:
-            per = self._inner_lengths(topology)
+            per = self._inner_lengths(topology, epoch)
             return [sum(col) for col in zip(*per, strict=True)]
         return [len(self._schedule(topology, w, epoch)) for w in range(topology.num_workers)]
 
@@ -379,6 +385,8 @@ class CombinedStreamingDataset(StreamingWrapper):
                 await it.aclose()
 
     # -- state ----------------------------------------------------------------------------------
+
+    _elastic_resume = True
 
     def _positions(
         self, topology: Topology, worker_id: int, epoch: int, count: int

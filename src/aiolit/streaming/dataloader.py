@@ -194,7 +194,12 @@ class _ResumingIter(_MultiProcessingDataLoaderIter):
 
     def __init__(self, loader: DataLoader[Any], first_worker: int) -> None:
         self._aiolit_skip = first_worker
+        self._aiolit_worker = -1  # the worker of the batch just returned
         super().__init__(loader)
+
+    def _process_data(self, data: Any, worker_idx: int) -> Any:
+        self._aiolit_worker = worker_idx
+        return super()._process_data(data, worker_idx)  # type: ignore[no-untyped-call]
 
     def _try_put_index(self) -> None:
         if self._aiolit_skip:
@@ -292,6 +297,12 @@ class StreamingDataLoader(DataLoader[Any]):
         self._num_samples_yielded = 0
         self._restore = False
         self._first_worker = 0
+        # An iter() that started an epoch and has not reached its end (a break): persistent
+        # workers then hold a stale position and are restarted at the next iter().
+        self._epoch_open = False
+        # Batches each worker delivered this epoch, counted when in_order=False (then the
+        # round-robin does not tell which worker a batch came from).
+        self._worker_batches: list[int] = [0] * max(1, num_workers)
         self._profile_n = profile_n
         self._profile_dir = os.fspath(profile_dir) if profile_dir is not None else None
         self._trace: list[dict[str, Any]] = []  # batch waits of a profile without workers
@@ -302,6 +313,10 @@ class StreamingDataLoader(DataLoader[Any]):
         ds = self.dataset
         assert isinstance(ds, StreamingDataset | StreamingWrapper)
         return ds
+
+    def _unordered(self) -> bool:
+        """Whether batches come in completion order (``in_order=False`` with workers)."""
+        return bool(self.num_workers) and not getattr(self, "in_order", True)
 
     @contextmanager
     def _runs_as_batches(self) -> Iterator[None]:
@@ -348,19 +363,50 @@ class StreamingDataLoader(DataLoader[Any]):
         self.check_worker_number_rationality()
         return _ResumingIter(self, self._first_worker)
 
+    def _settle(self) -> None:
+        """Fit a loaded state to this loader's topology (elastic resume when it changed)."""
+        with self._runs_as_batches():
+            settled = self._streaming._settle_resume()
+        if settled is not None and settled != self._num_samples_yielded:
+            self._num_samples_yielded = settled
+            self._worker_batches = [0] * max(1, self.num_workers)
+
+    def _drop_stale_workers(self) -> None:
+        """Shut persistent workers down when their copy of the dataset is out of date.
+
+        A persistent worker keeps its dataset between epochs and only moves to the next epoch
+        when it finishes one. After a ``break`` (or a ``load_state_dict``) its position is not
+        the one the next pass needs, so torch's ``_reset`` would replay a stale stream; new
+        workers start from the main process' dataset, which has the right epoch and position.
+        """
+        iterator = getattr(self, "_iterator", None)
+        if iterator is None or not (self._epoch_open or self._restore):
+            return
+        iterator._shutdown_workers()
+        self._iterator = None
+
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         ds = self._streaming
         ds.capture_world()
+        self._drop_stale_workers()
         self._first_worker = 0
         fresh = True
         if self._restore:
             self._restore = False
+            self._settle()
             done = self._num_samples_yielded // (self.batch_size or 1)
             infinite = self._worker_lengths() is None
             if infinite or done < self._schedule()[1]:
                 fresh = False
                 self._first_worker = self._worker_of_batch(done) if self.num_workers else 0
         if fresh:
+            self._worker_batches = [0] * max(1, self.num_workers)
+            if self._epoch_open and isinstance(ds, StreamingWrapper) and self.current_epoch:
+                # The previous pass stopped early: a wrapper that continues across epochs
+                # (ParallelStreamingDataset resume=True) starts the next one there.
+                ds._loader_stopped(
+                    self._num_samples_yielded, self.num_workers, self.batch_size or 1, self.current_epoch
+                )
             ds.reset_state_dict()
             self.current_epoch += 1
             self._num_samples_yielded = 0
@@ -384,6 +430,10 @@ class StreamingDataLoader(DataLoader[Any]):
         if session is not None:
             session.bind(iterator)
         step = self.batch_size or 1
+        unordered = self._unordered()
+        if len(self._worker_batches) != max(1, self.num_workers):
+            self._worker_batches = [0] * max(1, self.num_workers)
+        self._epoch_open = True
         try:
             while True:
                 timed = profiling or _trace.on
@@ -391,6 +441,7 @@ class StreamingDataLoader(DataLoader[Any]):
                 try:
                     batch = next(iterator)
                 except StopIteration:
+                    self._epoch_open = False
                     break
                 if timed:
                     ended = _trace.now()
@@ -403,6 +454,8 @@ class StreamingDataLoader(DataLoader[Any]):
                         self._record(started, ended)
                         profiling = not self._profiled
                 self._num_samples_yielded += step
+                if unordered:
+                    self._worker_batches[iterator._aiolit_worker] += 1  # type: ignore[attr-defined]
                 if type(batch) is np.ndarray:
                     batch = torch.from_numpy(batch)  # a token batch from a worker (see _as_is)
                 yield batch
@@ -469,6 +522,8 @@ class StreamingDataLoader(DataLoader[Any]):
     def state_dict(self) -> dict[str, Any]:
         """LitData's loader state: ``dataset``, ``current_epoch``, ``num_samples_yielded``, ``latest_worker_idx``."""
         ds = self._streaming
+        if self._restore:
+            self._settle()  # a state loaded but not iterated yet: in this loader's terms
         done = self._num_samples_yielded // (self.batch_size or 1)
         latest = 0
         if self.num_workers and done:
@@ -476,6 +531,11 @@ class StreamingDataLoader(DataLoader[Any]):
                 done = min(done, self._schedule()[1])
             latest = self._worker_of_batch(done - 1)
         if isinstance(ds, StreamingWrapper):
+            if self._unordered():
+                raise StateDictError(
+                    f"{type(ds).__name__} cannot resume exactly from a loader with in_order=False "
+                    "(batches arrive in completion order); use in_order=True to take states"
+                )
             # LitData's shape: per-dataset states and {worker: [per-dataset counts]}.
             with self._runs_as_batches():
                 out = ds._loader_state(
@@ -486,6 +546,13 @@ class StreamingDataLoader(DataLoader[Any]):
             return out
         state = ds.state_dict(self._num_samples_yielded, self.num_workers, self.batch_size or 1)
         state["current_epoch"] = self.current_epoch
+        if self._unordered() and self.current_epoch:
+            lengths = self._worker_lengths()
+            assert lengths is not None
+            bs = self.batch_size or 1
+            state["worker_counts"] = [
+                min(b * bs, n) for b, n in zip(self._worker_batches, lengths, strict=True)
+            ]
         return {
             "dataset": state,
             "current_epoch": self.current_epoch,
@@ -503,11 +570,26 @@ class StreamingDataLoader(DataLoader[Any]):
                 self._num_samples_yielded = ds._load_loader_state(obj)
             self.current_epoch = ds.current_epoch
             self._restore = True
-            return
-        state = dict(obj["dataset"])
-        epoch: Any = obj.get("current_epoch", state.get("current_epoch", 1))
-        state["current_epoch"] = int(epoch)
-        ds.load_state_dict(state)
-        self.current_epoch = int(epoch)
-        self._num_samples_yielded = int(obj["num_samples_yielded"])
-        self._restore = True
+        else:
+            state = dict(obj["dataset"])
+            epoch: Any = obj.get("current_epoch", state.get("current_epoch", 1))
+            state["current_epoch"] = int(epoch)
+            ds.load_state_dict(state)
+            self.current_epoch = int(epoch)
+            self._num_samples_yielded = int(obj["num_samples_yielded"])
+            self._restore = ds._resume is not None
+            given = state.get("worker_counts")
+            if given is not None and len(given) == max(1, self.num_workers):
+                bs = self.batch_size or 1
+                self._worker_batches = [-(-int(c) // bs) for c in given]
+            if not self._restore:
+                # The end of an epoch of another dataset: the next pass is the next epoch.
+                self._num_samples_yielded = 0
+                self._epoch_open = getattr(self, "_iterator", None) is not None
+        if self.current_epoch < 1:
+            # Taken before the first iter(): nothing was consumed, the next pass is epoch 1.
+            ds.reset_state_dict()
+            self.current_epoch = 0
+            self._num_samples_yielded = 0
+            self._restore = False
+            self._epoch_open = getattr(self, "_iterator", None) is not None

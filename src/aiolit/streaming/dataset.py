@@ -21,7 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from aiolit.format import check_encryption
 from aiolit.streaming import _state
 from aiolit.streaming._cache import parse_size
-from aiolit.streaming._plan import EpochPlan, Interval, Topology, chunk_intervals
+from aiolit.streaming._plan import EpochPlan, Interval, ResumePlan, Topology, chunk_intervals
 from aiolit.streaming._resolve import Dir, resolve_dir
 from aiolit.streaming._run import Need, Run
 from aiolit.streaming._source import DataSource, OpenChunk
@@ -249,6 +249,9 @@ class StreamingDataset(IterableDataset[Any]):
         # starts an iterator with torch's batching off.
         self._loader_batch: tuple[int, bool] | None = None
         self._resume: dict[str, Any] | None = None
+        # (epoch, segments): that epoch was interrupted under other topologies and resumes
+        # elastically (see _state.elastic_plan); other epochs plan as usual.
+        self._elastic: tuple[int, list[dict[str, Any]]] | None = None
         self._world: tuple[int, int] | None = None
 
     # -- LitData setters ------------------------------------------------------------------------
@@ -293,26 +296,40 @@ class StreamingDataset(IterableDataset[Any]):
         """Record the world size/rank now (the loader calls it before starting its workers)."""
         self._world = _distributed()
 
-    def _topology(self) -> tuple[Topology, int]:
+    def _topology(self, iterating: bool = False) -> tuple[Topology, int]:
+        """``(topology, worker id)``; ``iterating``: of a pass running in this process.
+
+        In the main process the topology is the loader's (``num_workers`` as set by it) for
+        lengths and states, but a pass iterated here is a single stream: a loader built on
+        this dataset does not change what ``for x in ds`` yields.
+        """
         info = get_worker_info()
         if info is not None:
             # Loader workers do not inherit the process group: use what the parent recorded.
             world, rank = self._world or _distributed()
             return Topology(world, rank, info.num_workers), info.id
         world, rank = _distributed()
-        return Topology(world, rank, self.num_workers), 0
+        return Topology(world, rank, 1 if iterating else self.num_workers), 0
 
     def _drop_last(self, topology: Topology) -> bool:
         if self.drop_last is False and topology.world_size > 1 and get_worker_info() is None:
             _warn_uneven_ranks(topology.world_size)
         return self.drop_last if self.drop_last is not None else topology.world_size > 1
 
-    def _plan(self, topology: Topology, epoch: int) -> EpochPlan:
+    def _plan(
+        self, topology: Topology, epoch: int, *, batch_size: int | None = None, drop_last: bool | None = None
+    ) -> EpochPlan | ResumePlan:
+        """The plan of ``epoch`` for ``topology`` (the rest of it, when resumed elastically)."""
+        bs = self.batch_size if batch_size is None else batch_size
+        drop = self._drop_last(topology) if drop_last is None else drop_last
+        elastic = self._elastic
+        if elastic is not None and elastic[0] == epoch and elastic[1]:
+            return _state.elastic_plan(self, elastic[1], topology, epoch, bs, drop)
         return EpochPlan(
             self.intervals,
             topology,
-            batch_size=self.batch_size,
-            drop_last=self._drop_last(topology),
+            batch_size=bs,
+            drop_last=drop,
             shuffle=self.shuffle,
             seed=self.seed,
             epoch=epoch,
@@ -333,7 +350,7 @@ class StreamingDataset(IterableDataset[Any]):
         return max(1, self.max_cache_size // (topology.num_workers * max(1, local)))
 
     def _new_run(self, at: tuple[int, int] | None = None) -> Run:
-        topology, worker_id = self._topology()
+        topology, worker_id = self._topology(iterating=True)
         epoch = self.current_epoch
         start = (0, 0)
         if at is not None:
@@ -342,6 +359,8 @@ class StreamingDataset(IterableDataset[Any]):
             plan = self._plan(topology, epoch)
             start = plan.worker(worker_id).locate(at[1])
         elif self._resume is not None:
+            _state.settle(self, topology)
+            assert self._resume is not None
             epoch, counts = _state.resume_counts(self, self._resume, topology)
             plan = self._plan(topology, epoch)
             start = plan.worker(worker_id).locate(counts[worker_id])
@@ -555,7 +574,12 @@ class StreamingDataset(IterableDataset[Any]):
         return iv.chunk, iv.start + index - self._starts[j]
 
     def __getitem__(self, index: Any) -> Any:
-        """``ds[i]``: sample ``i`` of the (subsampled) dataset, transformed; ``ds[a:b]``: a list."""
+        """``ds[i]``: sample ``i`` of the (subsampled) dataset, transformed; ``ds[a:b]``: a list.
+
+        ``ds["key"]``: the sample ``key_fn`` gave that key (see :meth:`get_by_key`).
+        """
+        if isinstance(index, str):
+            return self.get_by_key(index)
         if isinstance(index, _Located):
             item = self.item_loader.load(index.chunk, index.k)
         elif isinstance(index, slice):
@@ -582,9 +606,35 @@ class StreamingDataset(IterableDataset[Any]):
                 return self.item_loader.decode(payload)
         return self.item_loader.load(_loop.run(self._aopen(chunk_id)), k)
 
-    async def aget(self, index: int) -> Any:
-        """``await ds.aget(i)``: :meth:`__getitem__` for an int, on the caller's loop."""
-        chunk_id, k = self._locate(index)
+    def get_by_key(self, key: Any) -> Any:
+        """The sample whose ``optimize(key_fn=...)`` key is ``key`` (a str or an int), transformed.
+
+        Raises
+        ------
+        KeyError
+            No sample has this key, or the dataset was written without ``key_fn``.
+        """
+        from aiolit import _loop
+
+        return _loop.run(self.aget_by_key(key))
+
+    async def aget_by_key(self, key: Any) -> Any:
+        """:meth:`get_by_key` on the caller's loop."""
+        from aiolit.streaming._keys import load_key_rows, locate_key
+
+        rows = self.__dict__.get("_key_rows")
+        if rows is None:
+            rows = self.__dict__["_key_rows"] = await load_key_rows(self.source)
+        chunk_id, k = locate_key(rows, [e.chunk_size for e in self.source.entries], key)
+        return await self._aget_located(chunk_id, k)
+
+    async def aget(self, index: int | str) -> Any:
+        """``await ds.aget(i)``: :meth:`__getitem__` for an int (or a key), on the caller's loop."""
+        if isinstance(index, str):
+            return await self.aget_by_key(index)
+        return await self._aget_located(*self._locate(index))
+
+    async def _aget_located(self, chunk_id: int, k: int) -> Any:
         source = self.source
         if source.in_place:
             item = self.item_loader.load(self._open_cached(chunk_id), k)
@@ -640,6 +690,7 @@ class StreamingDataset(IterableDataset[Any]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_last_open", None)
+        state.pop("_elastic_cache", None)
         return state
 
     # -- state ----------------------------------------------------------------------------------
@@ -655,6 +706,17 @@ class StreamingDataset(IterableDataset[Any]):
     def reset_state_dict(self) -> None:
         """Forget a loaded resume state."""
         self._resume = None
+
+    def _settle_resume(self) -> int | None:
+        """Fit a pending resume state to the loader's topology (elastic when it changed).
+
+        Returns the loader's sample count to continue from, or None without a pending state.
+        """
+        if self._resume is None:
+            return None
+        _state.settle(self, self._topology()[0])
+        assert self._resume is not None
+        return int(self._resume["num_samples_yielded"])
 
     def __repr__(self) -> str:
         return (

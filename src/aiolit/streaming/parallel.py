@@ -103,6 +103,8 @@ class ParallelStreamingDataset(StreamingWrapper):
         self.seed = seed
         self.resume = resume
         self._reset_rngs = reset_rngs
+        # (epoch, per-worker stream offsets where it starts): set when an epoch stopped early.
+        self._carry: tuple[int, list[int]] | None = None
 
     def is_cycling(self) -> bool:
         """Whether the datasets are cycled (``length`` is an int or infinite)."""
@@ -144,13 +146,39 @@ class ParallelStreamingDataset(StreamingWrapper):
             self.set_num_workers(saved[0])
             self.set_batch_size(saved[1])
 
+    def _carries(self) -> bool:
+        """Whether an epoch continues where the previous one stopped (cycling with ``resume``)."""
+        return self._length is not None and self.resume
+
     def _base(self, topology: Topology, worker_id: int, epoch: int) -> int:
-        """Offset of the epoch's first step in each cycled stream."""
-        if self._length is None or not self.resume or self._length == math.inf:
+        """Offset of the epoch's first step in each cycled stream.
+
+        Epoch ``e`` starts where epoch ``e - 1`` stopped: after whole epochs that is
+        ``(e - 1) * L_w``; after a partial one (a ``break``), the position recorded then
+        (``self._carry``), plus ``L_w`` per whole epoch since.
+        """
+        if not self._carries():
             return 0
+        carry = self._carry
+        if carry is not None and carry[0] <= epoch and len(carry[1]) == topology.num_workers:
+            first, offsets = carry
+        else:
+            first, offsets = 1, [0] * topology.num_workers
+        if self._length == math.inf:
+            return int(offsets[worker_id])  # an infinite epoch never ends whole
         lengths = self._worker_lengths(topology, epoch)
         assert lengths is not None
-        return (epoch - 1) * lengths[worker_id]
+        return int(offsets[worker_id]) + (epoch - first) * lengths[worker_id]
+
+    def _stopped(self, topology: Topology, epoch: int, counts: Sequence[int], next_epoch: int) -> None:
+        """Record that ``epoch`` stopped after ``counts[w]`` samples of each worker.
+
+        The stream of ``next_epoch`` then starts right there (LitData's ``resume=True``).
+        """
+        if not self._carries():
+            return
+        offsets = [self._base(topology, w, epoch) + int(c) for w, c in enumerate(counts)]
+        self._carry = (next_epoch, offsets)
 
     def _cycle_lengths(self, topology: Topology, worker_id: int) -> list[int]:
         lengths = [per[worker_id] for per in self._inner_lengths(topology)]
@@ -200,12 +228,22 @@ class ParallelStreamingDataset(StreamingWrapper):
         if num_samples_yielded is not None or self._progress is None:
             return super().state_dict(num_workers, batch_size, num_samples_yielded)
         epoch, n = self._progress
-        topology, worker_id = self._topology()
+        topology, worker_id = self._topology(iterating=True)
         counts, cycles = self._positions(topology, worker_id, epoch, n)
         out = self._dataset_states(counts, num_workers, batch_size)
         if self.is_cycling():
             out["num_cycles"] = cycles
+        self._save_extra(out)
         return out
+
+    def _save_extra(self, out: dict[str, Any]) -> None:
+        carry = self._carry
+        if carry is not None:
+            out["aiolit_carry"] = [int(carry[0]), [int(x) for x in carry[1]]]
+
+    def _load_extra(self, state: dict[str, Any]) -> None:
+        carry = state.get("aiolit_carry")
+        self._carry = None if carry is None else (int(carry[0]), [int(x) for x in carry[1]])
 
     # -- iteration ------------------------------------------------------------------------------
 
