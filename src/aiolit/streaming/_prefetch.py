@@ -74,6 +74,9 @@ class Prefetcher:
         self._wakeup: asyncio.Event | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._closed = False
+        # A chunk that downloads alone: look-ahead starts once it is in (a cold start's first
+        # chunk, split into parallel range GETs, gets the whole link before the reader's next).
+        self.alone: str | None = None
         self.downloads = 0  # chunks fetched, for tests and profiling
         self._attempts: dict[str, int] = {}  # downloads started per chunk (kept while tracing)
 
@@ -117,6 +120,21 @@ class Prefetcher:
         self._kick()
         return await asyncio.shield(waiter)
 
+    def local(self, step: int) -> bool:
+        """Whether ``step``'s chunk is complete in the cache now (a :meth:`get` would not wait)."""
+        name = self._uses[step]
+        return name not in self._failed and (
+            self._cache.has(name) or self._cache.adopt(name, self._sizes[name])
+        )
+
+    def advance(self, step: int) -> None:
+        """Like :meth:`get` without waiting: the consumer is at ``step``, start its downloads."""
+        if self._closed:
+            raise RuntimeError("aiolit: the prefetcher was closed")
+        self._pos = step
+        self._ensure_started()
+        self._kick()
+
     def refetch(self, name: str) -> None:
         """The consumer found ``name`` gone from disk: forget it so the next get downloads it."""
         self._cache.forget([name])
@@ -149,9 +167,13 @@ class Prefetcher:
         window = self._window()
         inflight = sum(self._sizes[n] for n in self._tasks)
         for i, name in enumerate(window):
+            if self.alone is not None and self.alone in self._tasks:
+                break
             if name in self._tasks or name in self._failed:
                 continue
             if self._cache.has(name) or self._cache.adopt(name, self._sizes[name]):
+                if name == self.alone:
+                    self.alone = None
                 self._resolve(name, None)
                 continue
             size = self._sizes[name]
@@ -201,6 +223,8 @@ class Prefetcher:
             if started is not None:
                 self._trace_download(name, started, error)
             self._tasks.pop(name, None)
+            if name == self.alone:
+                self.alone = None
             if not self._closed:
                 self._resolve(name, error)
                 self._kick()

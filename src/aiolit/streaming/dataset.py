@@ -115,7 +115,17 @@ class StreamingDataset(IterableDataset[Any]):
         Applied to every sample (iteration and ``ds[i]``; not to slices).
     allow_pickle : bool
         Allow decoding ``pickle`` fields (never enable it for untrusted data).
+
+    Attributes
+    ----------
+    read_early : bool
+        Cold start of a remote token dataset (``TokensLoader``, plain chunks) read in batches by
+        a ``StreamingDataLoader``: serve the first batch of each worker from byte-range reads of
+        exactly its blocks while the whole chunk downloads behind them (default True; set it to
+        False on the class or an instance to always wait for whole chunks).
     """
+
+    read_early: bool = True
 
     def __init__(
         self,
@@ -504,6 +514,9 @@ class StreamingDataset(IterableDataset[Any]):
                 return loader.batch_buffer(rows, as_numpy=as_numpy)
 
             walk = run.walk_batches(batch, new, loader.copy_blocks)
+            if self.source.range_readable and self.read_early:
+                assert loader.block_size is not None
+                run.read_early(batch, loader.dtype.itemsize, loader.block_size)
         reply: OpenChunk | None = None
         try:
             while True:
@@ -513,7 +526,7 @@ class StreamingDataset(IterableDataset[Any]):
                     break
                 reply = None
                 if type(out) is Need:
-                    reply = run.open_sync(out.step)
+                    reply = run.open_sync(out.step, out.items)
                     continue
                 yield out
             if at is None:
@@ -550,7 +563,7 @@ class StreamingDataset(IterableDataset[Any]):
                     # A batch of samples (decode and the consumer's work) is done. Keep a batch
                     # well under _SLICE, and hand the loop back once _SLICE has passed.
                     now = clock()
-                    per_item = (now - last) / max(1, out.items)
+                    per_item = (now - last) / max(1, out.count)
                     run.batch = (
                         max(1, min(_MAX_BATCH, int(_SLICE / 4 / per_item))) if per_item > 0 else _BATCH
                     )
