@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ class Request:
     path: str  # without the query string
     query: str
     byte_range: tuple[int, int] | None  # [start, end) from the Range header, if any
+    at: float = 0.0  # time.monotonic() when the request line was seen
 
 
 @dataclass
@@ -80,7 +82,15 @@ class RequestLogProxy:
             start = int(m.group(1))
             byte_range = (start, int(m.group(2)) + 1 if m.group(2) else -1)
         self.requests.append(
-            Request(next(self.group.counter), self.name, method.decode(), path, query, byte_range)
+            Request(
+                next(self.group.counter),
+                self.name,
+                method.decode(),
+                path,
+                query,
+                byte_range,
+                time.monotonic(),
+            )
         )
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
