@@ -192,6 +192,36 @@ def analyse(log: list[Any], sizes: dict[str, int], nodes: int) -> dict[str, Any]
     }
 
 
+def plot(result: dict[str, Any], firsts: list[float], path: str) -> None:
+    """Two panels: GET requests per node (aiolit measured, LitData's plan) and time to first sample."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = result["config"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    nodes = range(cfg["nodes"])
+    left.bar(nodes, result["aiolit"]["gets_per_node"], color="#1f77b4", label="aiolit (measured)")
+    left.plot(nodes, result["litdata_plan"]["gets_per_node"], "o", color="#ff7f0e", ms=3,
+              label="LitData 0.2.76 (its chunk plan, chunk GETs)")  # fmt: skip
+    left.set_xlabel("node")
+    left.set_ylabel("GET requests in the epoch")
+    left.set_title("Requests per node")
+    left.legend(loc="lower right", fontsize=8)
+    right.plot(sorted(firsts), [(i + 1) / len(firsts) for i in range(len(firsts))], color="#1f77b4")
+    right.set_xlabel("seconds from start")
+    right.set_ylabel("fraction of readers")
+    right.set_title(f"Time to first sample, {len(firsts)} readers")
+    fig.suptitle(
+        f"{cfg['nodes']} nodes x {cfg['workers']} workers reading {cfg['chunks_written']} chunks from one bucket "
+        f"(SeaweedFS, {cfg['rtt_ms']:g} ms RTT, {cfg['cpus']} CPUs)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=64)
@@ -204,6 +234,7 @@ def main() -> None:
     parser.add_argument("--max-cache", default="100GB")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--plot", help="also render the results as a PNG here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -284,6 +315,7 @@ def main() -> None:
             | {
                 "cpus": os.cpu_count(),
                 "dataset_bytes": total_bytes,
+                "chunks_written": n_chunks,
                 "chunks": n_chunks,
                 "samples": n_samples,
             },
@@ -311,6 +343,8 @@ def main() -> None:
         print(f"GET ratio aiolit / LitData plan: {stats['gets'] / ld['gets']:.2f}")
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1))
+        if args.plot:
+            plot(result, firsts, args.plot)
         if unique != len(indices):
             raise SystemExit("FAIL: a sample was yielded twice")
     finally:

@@ -60,6 +60,7 @@ class RequestLogProxy:
     bytes_down: int = 0
     connections: int = 0
     _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def endpoint(self) -> str:
@@ -73,6 +74,10 @@ class RequestLogProxy:
         if self._server is not None:
             self._server.close()
             self._server = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _record(self, method: bytes, target: bytes, headers: bytes) -> None:
         path, _, query = target.decode("latin-1").partition("?")
@@ -95,10 +100,14 @@ class RequestLogProxy:
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
             client_writer.close()
+            self._tasks.discard(task)
             return
 
         async def upstream_pipe() -> None:
@@ -140,6 +149,7 @@ class RequestLogProxy:
         finally:
             client_writer.close()
             up_writer.close()
+            self._tasks.discard(task)
 
 
 class ProxyGroup:
