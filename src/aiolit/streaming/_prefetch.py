@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from aiolit import _trace
+from aiolit.streaming import _peer
 from aiolit.streaming._cache import ChunkCache
 
 __all__ = ["Fetch", "Prefetcher"]
@@ -208,10 +209,13 @@ class Prefetcher:
         tmp = self._cache.temp_path(name)
         error: BaseException | None = None
         started = (_trace.now(), self.next_use(name) - self._pos) if _trace.on else None
+        lease = None
         try:
-            await self._fetch(name, tmp)
-            self._cache.commit(name, tmp)
-            self.downloads += 1
+            lease = await self._lease(name)
+            if lease is not None or not self._cache.adopt_published(name, self._sizes[name]):
+                await self._fetch(name, tmp)
+                self._cache.commit(name, tmp)
+                self.downloads += 1
         except BaseException as exc:
             error = exc
             self._cache.cancel(name)
@@ -220,6 +224,7 @@ class Prefetcher:
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
+            _peer.release(lease)
             if started is not None:
                 self._trace_download(name, started, error)
             self._tasks.pop(name, None)
@@ -228,6 +233,26 @@ class Prefetcher:
             if not self._closed:
                 self._resolve(name, error)
                 self._kick()
+
+    async def _lease(self, name: str) -> Path | None:
+        """Take the node-wide lease of ``name``, waiting while a peer process downloads it.
+
+        Returns the lease (this process downloads), or None when a peer published the chunk
+        meanwhile (or the directory allows no lease): the caller then adopts or downloads.
+        """
+        directory = self._cache.directory
+        while True:
+            lease = _peer.acquire(directory, name)
+            if lease is not None:
+                if self._cache.path(name).exists():  # published between our checks: no download
+                    _peer.release(lease)
+                    return None
+                return lease
+            if await _peer.wait_for_peer(directory, name):
+                return None
+            if not (directory / f"{name}{_peer.LEASE_SUFFIX}").exists():
+                continue  # the peer gave up: take the lease
+            return None  # a live peer is too slow: download without the lease
 
     def _trace_download(self, name: str, started: tuple[float, float], error: BaseException | None) -> None:
         attempt = self._attempts[name] = self._attempts.get(name, 0) + 1
