@@ -1,29 +1,32 @@
-"""Cold-epoch streaming from S3 behind a 20 ms RTT: aiolit vs LitData, side by side.
+"""Cold-epoch streaming from S3 over HTTPS behind a 20 ms RTT: aiolit vs LitData, side by side.
 
-Run: ``PYTHONPATH=src:. python benchmarks/bench_remote.py [--rtt-ms 20] [--workers 0,2]``
+Run: ``PYTHONPATH=src:. python benchmarks/bench_remote.py [--repeat 3] [--workers 0,2]
+[--datasets tokens,small] [--rtt-ms 20] [--mbps 1000]``
 
 What it does (everything on 127.0.0.1, every server stopped by PID at the end):
 
 1. starts SeaweedFS ``weed mini`` (S3 with SigV4) and ``benchmarks/latency_proxy.py`` in its own
-   process in front of it (each chunk delayed RTT/2 per direction, new connections one RTT);
+   process in front of it. The proxy terminates HTTPS (a self-signed certificate; clients trust a
+   bundle of certifi's roots plus it, so they load a real-size CA bundle as against real S3), adds
+   the RTT (each chunk delayed RTT/2 per direction, a new connection one RTT more), caps each
+   connection at ``--mbps`` and counts the GET requests and bytes it forwards;
 2. writes two LitData-format datasets locally and uploads them once, straight to SeaweedFS:
-   ``small`` (dict samples of ~0.65 KB: int, int, str; cheap to collate) and ``tokens`` (int32
-   token stream, read with ``TokensLoader(block_size)``);
-3. measures the ceiling: GETs of every chunk of ``tokens`` through the proxy with aiolit's S3
-   store, one at a time (single stream) and 16 at a time, plus a small GET's latency;
-4. for each dataset x ``num_workers`` x library, in a fresh child process with a fresh cache
-   directory: builds ``StreamingDataset`` (pointed at the proxy) and ``StreamingDataLoader``, and
-   times the first batch (from before the dataset is constructed, so the index GET counts; imports
-   are done before the clock starts) and the full epoch, then a second epoch over the warm cache
-   (the consumer's own ceiling: decode, collate, worker IPC). Bytes are the dataset's chunk bytes
-   (each is downloaded exactly once per epoch).
+   ``tokens`` (uint16 tokens, 268M by default in 33.6 MB chunks, read with
+   ``TokensLoader(block_size=2049)``, batch 8) and ``small`` (200k dicts of a 32x32x3 uint8 array
+   and a label, 64 MB chunks, batch 256);
+3. measures the ceiling: every token chunk fetched as 8 MiB range GETs, 16 in flight, through the
+   proxy with aiolit's S3 store;
+4. for each dataset x ``num_workers``, ``--repeat`` rounds that alternate the libraries, each run
+   in a fresh child process with a fresh cache directory: builds ``StreamingDataset(shuffle=True,
+   drop_last=True)`` (pointed at the proxy) and ``StreamingDataLoader``, and times the first batch
+   (the clock starts after the imports, ``torch`` and the S3 clients, so the index GET, the client
+   builds and the worker start count) and the full epoch. The proxy's counters before and after
+   give the GET requests and bytes of the run (index and epoch). Medians are printed.
 
 LitData 0.2.76 reads chunks through obstore (an ``S3Store`` built from its boto3 client's endpoint
-and credentials) and ``index.json`` through boto3; both take ``storage_options={"endpoint_url":
-..., "aws_access_key_id": ..., ...}``. Its obstore client options are fixed and lack
-``allow_http``, so against an ``http://`` endpoint every chunk GET fails ("BadScheme"). The child
-adds ``allow_http`` to that dict (``litdata``: the path production https endpoints take) and also
-runs ``litdata-boto3`` (obstore disabled: LitData's boto3 ``download_file`` fallback).
+and credentials) and ``index.json`` through boto3. Its obstore client options are fixed; the
+child adds ``allow_invalid_certificates`` (obstore cannot be given a CA bundle through LitData)
+and boto3 gets the CA bundle through ``AWS_CA_BUNDLE``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,19 +55,16 @@ MB = 1e6
 # -- datasets --------------------------------------------------------------------------------------
 
 
-def write_small(path: str, chunks: int, chunk_bytes: int) -> None:
+def write_small(path: str, samples: int, chunk_bytes: int) -> None:
     import numpy as np
 
     from aiolit.format import ChunkWriter, merge_shards
 
     writer = ChunkWriter(path, chunk_bytes=chunk_bytes)
     rng = np.random.default_rng(0)
-    words = [f"w{i}" for i in range(500)]
-    i = 0
-    per_sample = 650
-    for i in range(chunks * chunk_bytes // per_sample):
-        text = " ".join(words[j] for j in rng.integers(0, 500, size=120))
-        writer.add({"index": i, "label": i % 10, "text": text})
+    base = rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)
+    for i in range(samples):
+        writer.add({"image": base[i % 64], "label": i % 10})
     writer.done()
     merge_shards(path)
 
@@ -75,12 +76,14 @@ def write_tokens(path: str, chunks: int, chunk_tokens: int) -> None:
     from aiolit.streaming import TokensLoader
 
     rng = np.random.default_rng(0)
+    pool = rng.integers(0, 50_000, size=1 << 22, dtype=np.uint16)
     writer = ChunkWriter(path, chunk_size=chunk_tokens, item_loader=TokensLoader())
     done, total = 0, chunks * chunk_tokens
     while done < total:
-        seq = rng.integers(0, 50_000, size=min(total - done, int(rng.integers(500, 5000))), dtype=np.int32)
-        writer.add(seq)
-        done += len(seq)
+        n = min(total - done, 1 << 20)
+        at = int(rng.integers(0, len(pool) - n))
+        writer.add(pool[at : at + n])
+        done += n
     writer.done()
     merge_shards(path)
 
@@ -107,33 +110,46 @@ async def upload(local: str, url: str, opts: dict[str, Any]) -> None:
         await store.aclose()
 
 
+def make_cert(root: str) -> tuple[str, str, str]:
+    """A self-signed certificate for 127.0.0.1, its key, and certifi's bundle plus it."""
+    import certifi
+
+    cert, key, bundle = (os.path.join(root, n) for n in ("cert.pem", "key.pem", "bundle.pem"))
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", key,
+         "-out", cert, "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    Path(bundle).write_bytes(Path(certifi.where()).read_bytes() + b"\n" + Path(cert).read_bytes())
+    return cert, key, bundle
+
+
 # -- ceiling -----------------------------------------------------------------------------------------
 
 
-async def ceiling(url: str, opts: dict[str, Any], names: list[str]) -> dict[str, float]:
+async def ceiling(url: str, opts: dict[str, Any], names: list[str], size: int) -> dict[str, float]:
     from aiolit.stores import open_store
 
     store = open_store(url, storage_options=opts)
     try:
         await store.get("index.json")  # warm a connection
         t = time.perf_counter()
-        for _ in range(10):
+        for _ in range(5):
             await store.get_range(names[0], 0, 1024)
-        small_ms = (time.perf_counter() - t) / 10 * 1000
-        subset = names[: max(4, len(names) // 4)]
+        small_ms = (time.perf_counter() - t) / 5 * 1000
         t = time.perf_counter()
-        total = 0
-        for n in subset:
-            total += len(await store.get(n))
-        single = total / (time.perf_counter() - t)
+        one = len(await store.get(names[0]))
+        single = one / (time.perf_counter() - t)
+        part = 8 * 2**20
+        ranges = [(n, a, min(a + part, size)) for n in names for a in range(0, size, part)]
         sem = asyncio.Semaphore(16)
 
-        async def one(n: str) -> int:
+        async def get(key: str, a: int, b: int) -> int:
             async with sem:
-                return len(await store.get(n))
+                return len(await store.get_range(key, a, b))
 
         t = time.perf_counter()
-        total = sum(await asyncio.gather(*(one(n) for n in names)))
+        total = sum(await asyncio.gather(*(get(*r) for r in ranges)))
         parallel = total / (time.perf_counter() - t)
         return {"small_get_ms": small_ms, "single_MBps": single / MB, "parallel16_MBps": parallel / MB}
     finally:
@@ -146,6 +162,8 @@ async def ceiling(url: str, opts: dict[str, Any], names: list[str]) -> dict[str,
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     lib, kind, workers = spec["lib"], spec["kind"], spec["workers"]
     # Imports (torch, the S3 clients) happen before the clock starts, for both libraries.
+    import torch  # noqa: F401
+
     if lib == "aiolit":
         import aiobotocore.session  # noqa: F401
 
@@ -156,48 +174,46 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         import litdata.streaming.downloader as dl
         import obstore  # noqa: F401
 
-        if lib == "litdata":
-            # LitData builds obstore's S3Store with fixed client options that lack allow_http, so
-            # an http:// endpoint fails with "BadScheme". Allowing http is what a production
-            # https endpoint gets anyway: same code path, same request pattern.
-            dl._OBSTORE_CLIENT_OPTIONS["allow_http"] = "true"
-        else:  # "litdata-boto3": LitData's fallback transport (boto3 download_file, one stream)
-            dl._OBSTORE_AVAILABLE = False
+        # obstore cannot be handed a CA bundle through LitData: accept the test certificate
+        # (and plain http, with --http: LitData's fixed options lack allow_http).
+        dl._OBSTORE_CLIENT_OPTIONS["allow_invalid_certificates"] = "true"
+        dl._OBSTORE_CLIENT_OPTIONS["allow_http"] = "true"
     dataset_cls, loader_cls, tokens_cls = mod.StreamingDataset, mod.StreamingDataLoader, mod.TokensLoader
     t0 = time.perf_counter()
-    kwargs: dict[str, Any] = {"cache_dir": spec["cache"], "storage_options": spec["opts"]}
+    kwargs: dict[str, Any] = {
+        "cache_dir": spec["cache"],
+        "storage_options": spec["opts"],
+        "shuffle": True,
+        "drop_last": True,
+    }
     if kind == "tokens":
         kwargs["item_loader"] = tokens_cls(block_size=spec["block"])
     ds = dataset_cls(spec["url"], **kwargs)
-    t_ds = time.perf_counter() - t0
     loader = loader_cls(ds, batch_size=spec["batch"], num_workers=workers)
     samples = 0
     first = None
     for batch in loader:
         if first is None:
             first = time.perf_counter() - t0
-        samples += len(batch["index"]) if isinstance(batch, dict) else int(batch.shape[0])
+        samples += len(batch["label"]) if isinstance(batch, dict) else int(batch.shape[0])
     total = time.perf_counter() - t0
-    # A second epoch over the now-warm cache: the consumer's own ceiling (decode, collate, IPC).
-    t1 = time.perf_counter()
-    for _ in loader:
-        pass
-    warm = time.perf_counter() - t1
-    return {"first": first, "total": total, "samples": samples, "dataset_s": t_ds, "warm": warm}
+    return {"first": first, "total": total, "samples": samples}
 
 
 # -- orchestration -----------------------------------------------------------------------------------
 
 
-def start_proxy(upstream_port: int, rtt_ms: float) -> tuple[subprocess.Popen[bytes], int]:
+def start_proxy(upstream_port: int, args: argparse.Namespace, stats: str, tls: tuple[str, str] | None
+                ) -> tuple[subprocess.Popen[bytes], int]:  # fmt: skip
     from tests.servers import pick_port
 
     port = pick_port(low=30000, high=39000)
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "benchmarks" / "latency_proxy.py"), "--upstream",
-         f"127.0.0.1:{upstream_port}", "--rtt-ms", str(rtt_ms), "--port", str(port)],
-        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    cmd = [sys.executable, str(REPO / "benchmarks" / "latency_proxy.py"), "--upstream",
+           f"127.0.0.1:{upstream_port}", "--rtt-ms", str(args.rtt_ms), "--port", str(port),
+           "--mbps", str(args.mbps), "--stats-file", stats]  # fmt: skip
+    if tls is not None:
+        cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     if "proxy" not in line:
@@ -216,30 +232,47 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
 
 
-def run_child(spec: dict[str, Any], env: dict[str, str], timeout: float) -> dict[str, Any]:
+def read_stats(path: str) -> dict[str, int]:
+    time.sleep(0.3)  # the proxy rewrites the file every 50 ms
+    try:
+        data: dict[str, int] = json.loads(Path(path).read_text())
+        return data
+    except (OSError, ValueError):
+        return {"gets": 0, "bytes_down": 0, "connections": 0}
+
+
+def run_child(spec: dict[str, Any], env: dict[str, str], timeout: float, stats: str) -> dict[str, Any]:
+    before = read_stats(stats)
     out = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
         env=env, capture_output=True, timeout=timeout, text=True,
     )  # fmt: skip
+    after = read_stats(stats)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:200]}
     result: dict[str, Any] = json.loads(lines[-1])
+    result["gets"] = after["gets"] - before["gets"]
+    result["bytes"] = after["bytes_down"] - before["bytes_down"]
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rtt-ms", type=float, default=20.0)
+    parser.add_argument("--mbps", type=float, default=1000.0, help="per-connection cap (0: none)")
+    parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
     parser.add_argument("--workers", default="0,2")
-    parser.add_argument("--libs", default="aiolit,litdata,litdata-boto3")
-    parser.add_argument("--datasets", default="small,tokens")
-    parser.add_argument("--small-chunks", type=int, default=64)
-    parser.add_argument("--small-chunk-mb", type=float, default=1.5)
-    parser.add_argument("--token-chunks", type=int, default=64)
-    parser.add_argument("--chunk-tokens", type=int, default=2**20)
+    parser.add_argument("--libs", default="aiolit,litdata")
+    parser.add_argument("--datasets", default="tokens,small")
+    parser.add_argument("--small-samples", type=int, default=200_000)
+    parser.add_argument("--small-chunk-mb", type=float, default=64)
+    parser.add_argument("--token-chunks", type=int, default=16)
+    parser.add_argument("--chunk-tokens", type=int, default=16_800_000)
     parser.add_argument("--block", type=int, default=2049)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per cell; the best is reported")
+    parser.add_argument("--token-batch", type=int, default=8)
+    parser.add_argument("--small-batch", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per cell (medians are reported)")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -252,84 +285,111 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="aiolit-bench-remote-")
     server = start_seaweedfs()
     proxy: subprocess.Popen[bytes] | None = None
+    stats = os.path.join(root, "proxy-stats.json")
     try:
+        tls = None if args.http else make_cert(root)
         s3_port = int(server.endpoint.rsplit(":", 1)[1])
-        proxy, proxy_port = start_proxy(s3_port, args.rtt_ms)
-        endpoint = f"http://127.0.0.1:{proxy_port}"
+        proxy, proxy_port = start_proxy(s3_port, args, stats, None if tls is None else tls[:2])
+        endpoint = f"{'http' if tls is None else 'https'}://127.0.0.1:{proxy_port}"
         direct = dict(server.storage_options)
-        opts = {**direct, "endpoint_url": endpoint}
+        opts: dict[str, Any] = {**direct, "endpoint_url": endpoint}
+        env = {**os.environ, **server.env, "AWS_ENDPOINT_URL": endpoint}
+        if tls is not None:
+            opts["verify"] = tls[2]
+            env["AWS_CA_BUNDLE"] = tls[2]
+        else:
+            env["AWS_ALLOW_HTTP"] = "true"
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")])
         bucket = server.new_bucket("bench")
         kinds = args.datasets.split(",")
         info: dict[str, tuple[int, int]] = {}
         for kind in kinds:
             local = os.path.join(root, kind)
             if kind == "small":
-                write_small(local, args.small_chunks, int(args.small_chunk_mb * MB))
+                write_small(local, args.small_samples, int(args.small_chunk_mb * MB))
             else:
                 write_tokens(local, args.token_chunks, args.chunk_tokens)
             info[kind] = dataset_bytes(local)
             asyncio.run(upload(local, f"s3://{bucket}/{kind}", direct))
-        names = sorted(p.name for p in Path(root, kinds[-1]).iterdir() if p.name.startswith("chunk-"))
-        ceil = asyncio.run(ceiling(f"s3://{bucket}/{kinds[-1]}", opts, names))
-        print(f"RTT {args.rtt_ms:g} ms via latency proxy -> SeaweedFS; {os.cpu_count()} CPUs")
-        print(f"ceiling ({kinds[-1]} chunks, aiolit S3Store): small GET {ceil['small_get_ms']:.1f} ms, "
-              f"single stream {ceil['single_MBps']:.0f} MB/s, 16 parallel {ceil['parallel16_MBps']:.0f} MB/s")  # fmt: skip
+        ceil: dict[str, float] | None = None
+        if "tokens" in kinds:
+            names = sorted(p.name for p in Path(root, "tokens").iterdir() if p.name.startswith("chunk-"))
+            size = os.path.getsize(os.path.join(root, "tokens", names[0]))
+            ceil = asyncio.run(ceiling(f"s3://{bucket}/tokens", opts, names, size))
+        for kind in kinds:
+            shutil.rmtree(os.path.join(root, kind), ignore_errors=True)
+        print(f"{'HTTPS' if tls else 'HTTP'} via latency proxy (RTT {args.rtt_ms:g} ms, "
+              f"{args.mbps:g} Mbit/s per connection) -> SeaweedFS; {os.cpu_count()} CPUs")  # fmt: skip
+        if ceil is not None:
+            print(f"ceiling (token chunks, aiolit S3Store): small GET {ceil['small_get_ms']:.1f} ms, "
+                  f"one stream {ceil['single_MBps']:.0f} MB/s, 16 parallel 8 MiB ranges "
+                  f"{ceil['parallel16_MBps']:.0f} MB/s")  # fmt: skip
         for kind in kinds:
             size, n = info[kind]
             print(f"dataset {kind}: {n} chunks, {size / MB:.0f} MB")
 
-        env = {**os.environ, **server.env, "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"}
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")])
-        rows: list[tuple[str, int, dict[str, dict[str, Any]]]] = []
+        libs = args.libs.split(",")
+        rows: list[tuple[str, int, dict[str, list[dict[str, Any]]]]] = []
         for kind in kinds:
             for workers in (int(w) for w in args.workers.split(",")):
-                cell: dict[str, dict[str, Any]] = {}
-                for lib in args.libs.split(","):
-                    best: dict[str, Any] | None = None
-                    for r in range(args.repeat):
+                cell: dict[str, list[dict[str, Any]]] = {lib: [] for lib in libs}
+                for r in range(args.repeat):
+                    for lib in libs if r % 2 == 0 else libs[::-1]:  # alternate who goes first
                         cache = os.path.join(root, f"cache-{lib}-{kind}-{workers}-{r}")
                         spec = {
                             "lib": lib, "kind": kind, "workers": workers, "cache": cache, "opts": opts,
                             "url": f"s3://{bucket}/{kind}", "block": args.block,
-                            "batch": 256 if kind == "small" else 64,
+                            "batch": args.small_batch if kind == "small" else args.token_batch,
                         }  # fmt: skip
-                        res = run_child(spec, env, args.timeout)
+                        res = run_child(spec, env, args.timeout, stats)
                         shutil.rmtree(cache, ignore_errors=True)
-                        if best is None or ("error" not in res and res["total"] < best.get("total", 1e9)):
-                            best = res
-                    assert best is not None
-                    cell[lib] = best
-                    show = best.get("error") or (
-                        f"first {best['first']:.2f}s total {best['total']:.2f}s "
-                        f"{best['samples'] / best['total']:,.0f} samples/s {info[kind][0] / MB / best['total']:.0f} MB/s"
-                    )
-                    print(f"  {kind:6s} workers={workers} {lib:8s} {show}", flush=True)
+                        cell[lib].append(res)
+                        show = res.get("error") or (
+                            f"first {res['first']:.2f}s epoch {res['total']:.2f}s "
+                            f"GETs {res['gets']} {res['bytes'] / MB:.0f} MB"
+                        )
+                        print(f"  {kind:6s} workers={workers} {lib:8s} run {r + 1}: {show}", flush=True)
                 rows.append((kind, workers, cell))
 
-        libs = args.libs.split(",")
+        def med(runs: list[dict[str, Any]], key: str) -> float:
+            return statistics.median(r[key] for r in runs)
+
         base, others = libs[0], libs[1:]
         print()
-        print(f"{'dataset':7s} {'wk':>2s} {'library':14s} {'first s':>7s} {'epoch s':>7s} {'samples/s':>10s} "
-              f"{'MB/s':>5s} {'warm s':>6s}  " + "  ".join(f"thru x / first ÷ vs {o}" for o in others))  # fmt: skip
+        print(f"medians of {args.repeat}; tokens rate in M tok/s, small in samples/s")
+        print(f"{'dataset':7s} {'wk':>2s} {'library':8s} {'first s':>7s} {'epoch s':>7s} {'rate':>9s} "
+              f"{'ceil':>5s} {'GETs':>5s} {'MB':>6s}  " + "  ".join(f"vs {o}: rate x / first ÷ / GETs x" for o in others))  # fmt: skip
         for kind, workers, cell in rows:
+            good = {lib: [r for r in runs if "error" not in r] for lib, runs in cell.items()}
             for lib in libs:
-                res = cell[lib]
-                if "error" in res:
-                    print(f"{kind:7s} {workers:2d} {lib:14s} ERROR {res['error']}")
+                runs = good[lib]
+                if not runs:
+                    print(f"{kind:7s} {workers:2d} {lib:8s} ERROR {cell[lib][0].get('error')}")
                     continue
-                line = (
-                    f"{kind:7s} {workers:2d} {lib:14s} {res['first']:7.2f} {res['total']:7.2f} "
-                    f"{res['samples'] / res['total']:10,.0f} {info[kind][0] / MB / res['total']:5.0f} "
-                    f"{res['warm']:6.2f}"
-                )
+                total, first = med(runs, "total"), med(runs, "first")
+                samples = med(runs, "samples")
+                if kind == "tokens":
+                    rate = samples * args.block / total / 1e6
+                    frac = (
+                        f"{samples * args.block * 2 / total / MB / ceil['parallel16_MBps']:5.0%}"
+                        if ceil
+                        else ""
+                    )
+                    rate_s = f"{rate:9.1f}"
+                else:
+                    rate_s, frac = f"{samples / total:9,.0f}", ""
+                line = (f"{kind:7s} {workers:2d} {lib:8s} {first:7.2f} {total:7.2f} {rate_s} {frac:>5s} "
+                        f"{med(runs, 'gets'):5.0f} {med(runs, 'bytes') / MB:6.0f}")  # fmt: skip
                 if lib == base:
                     for o in others:
-                        if "error" not in cell[o]:
-                            line += (f"  {cell[o]['total'] / res['total']:6.2f}x / "
-                                     f"{res['first'] / cell[o]['first']:4.2f}")  # fmt: skip
+                        if good[o]:
+                            line += (f"  {med(good[o], 'total') / total:6.2f}x / "
+                                     f"{first / med(good[o], 'first'):4.2f} / "
+                                     f"{med(runs, 'gets') / max(1, med(good[o], 'gets')):4.2f}x")  # fmt: skip
                 print(line)
-        print(f"thru x = {base} epoch throughput / the other's (target >= 3); "
-              f"first ÷ = {base} time-to-first-batch / the other's (target <= 0.33)")  # fmt: skip
+        print(f"rate x = {base} epoch throughput / the other's (target >= 3); first ÷ = {base} time to "
+              f"first batch / the other's (target <= 0.33); GETs x = request ratio (target <= 1.25); "
+              f"ceil = epoch rate / the 16-parallel-range ceiling")  # fmt: skip
     finally:
         if proxy is not None:
             stop(proxy)

@@ -246,7 +246,8 @@ def bench_rem(runner: Runner, root: str, quick: bool, rtt_ms: float) -> None:
     proxy: subprocess.Popen[bytes] | None = None
     try:
         s3_port = int(server.endpoint.rsplit(":", 1)[1])
-        proxy, proxy_port = br.start_proxy(s3_port, rtt_ms)
+        stats = os.path.join(root, "proxy-stats.json")
+        proxy, proxy_port = br.start_proxy(s3_port, argparse.Namespace(rtt_ms=rtt_ms, mbps=0), stats, None)
         endpoint = f"http://127.0.0.1:{proxy_port}"
         direct = dict(server.storage_options)
         opts = {**direct, "endpoint_url": endpoint}
@@ -255,13 +256,15 @@ def bench_rem(runner: Runner, root: str, quick: bool, rtt_ms: float) -> None:
         for kind in ("small", "tokens"):
             local = os.path.join(root, f"remote-{kind}")
             if kind == "small":
-                br.write_small(local, 4 if quick else 64, int((0.5 if quick else 1.5) * br.MB))
+                chunks, chunk_bytes = (4, int(0.5 * br.MB)) if quick else (64, int(1.5 * br.MB))
+                br.write_small(local, chunks * chunk_bytes // 3100, chunk_bytes)  # ~3.1 kB samples
             else:
                 br.write_tokens(local, 4 if quick else 64, 2**18 if quick else 2**20)
             sizes[kind] = br.dataset_bytes(local)[0]
             asyncio.run(br.upload(local, f"s3://{bucket}/{kind}", direct))
         names = sorted(p.name for p in Path(root, "remote-tokens").iterdir() if p.name.startswith("chunk-"))
-        ceil = asyncio.run(br.ceiling(f"s3://{bucket}/tokens", opts, names))
+        size = os.path.getsize(os.path.join(root, "remote-tokens", names[0]))
+        ceil = asyncio.run(br.ceiling(f"s3://{bucket}/tokens", opts, names, size))
         env = {**os.environ, **server.env, "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"}
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")])
         for kind in ("small", "tokens"):
@@ -274,7 +277,7 @@ def bench_rem(runner: Runner, root: str, quick: bool, rtt_ms: float) -> None:
                         "lib": lib, "kind": kind, "workers": workers, "cache": cache, "opts": opts,
                         "url": f"s3://{bucket}/{kind}", "block": 2049, "batch": 256 if kind == "small" else 64,
                     }  # fmt: skip
-                    res = br.run_child(spec, env, 900)
+                    res = br.run_child(spec, env, 900, stats)
                     shutil.rmtree(cache, ignore_errors=True)
                     if "error" in res:
                         raise RuntimeError(f"remote {kind} {lib}: {res['error']}")

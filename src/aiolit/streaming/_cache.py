@@ -148,6 +148,14 @@ class ChunkCache:
             self._note_peak()
         return True
 
+    def adopt_published(self, name: str, size: int) -> bool:
+        """Adopt ``name`` in place of the download reserved for it, if a peer published it."""
+        self._reserved.pop(name, None)
+        if self.adopt(name, size):
+            return True
+        self._reserved[name] = size
+        return False
+
     def adopt_existing(self, sizes: dict[str, int], keep: Callable[[str], bool]) -> None:
         """Adopt every complete file of ``sizes`` for which ``keep(name)`` is true."""
         for name, size in sizes.items():

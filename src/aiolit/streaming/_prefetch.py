@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from aiolit import _trace
+from aiolit.streaming import _peer
 from aiolit.streaming._cache import ChunkCache
 
 __all__ = ["Fetch", "Prefetcher"]
@@ -74,6 +75,9 @@ class Prefetcher:
         self._wakeup: asyncio.Event | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._closed = False
+        # A chunk that downloads alone: look-ahead starts once it is in (a cold start's first
+        # chunk, split into parallel range GETs, gets the whole link before the reader's next).
+        self.alone: str | None = None
         self.downloads = 0  # chunks fetched, for tests and profiling
         self._attempts: dict[str, int] = {}  # downloads started per chunk (kept while tracing)
 
@@ -117,6 +121,21 @@ class Prefetcher:
         self._kick()
         return await asyncio.shield(waiter)
 
+    def local(self, step: int) -> bool:
+        """Whether ``step``'s chunk is complete in the cache now (a :meth:`get` would not wait)."""
+        name = self._uses[step]
+        return name not in self._failed and (
+            self._cache.has(name) or self._cache.adopt(name, self._sizes[name])
+        )
+
+    def advance(self, step: int) -> None:
+        """Like :meth:`get` without waiting: the consumer is at ``step``, start its downloads."""
+        if self._closed:
+            raise RuntimeError("aiolit: the prefetcher was closed")
+        self._pos = step
+        self._ensure_started()
+        self._kick()
+
     def refetch(self, name: str) -> None:
         """The consumer found ``name`` gone from disk: forget it so the next get downloads it."""
         self._cache.forget([name])
@@ -149,9 +168,13 @@ class Prefetcher:
         window = self._window()
         inflight = sum(self._sizes[n] for n in self._tasks)
         for i, name in enumerate(window):
+            if self.alone is not None and self.alone in self._tasks:
+                break
             if name in self._tasks or name in self._failed:
                 continue
             if self._cache.has(name) or self._cache.adopt(name, self._sizes[name]):
+                if name == self.alone:
+                    self.alone = None
                 self._resolve(name, None)
                 continue
             size = self._sizes[name]
@@ -186,10 +209,13 @@ class Prefetcher:
         tmp = self._cache.temp_path(name)
         error: BaseException | None = None
         started = (_trace.now(), self.next_use(name) - self._pos) if _trace.on else None
+        lease = None
         try:
-            await self._fetch(name, tmp)
-            self._cache.commit(name, tmp)
-            self.downloads += 1
+            lease = await self._lease(name)
+            if lease is not None or not self._cache.adopt_published(name, self._sizes[name]):
+                await self._fetch(name, tmp)
+                self._cache.commit(name, tmp)
+                self.downloads += 1
         except BaseException as exc:
             error = exc
             self._cache.cancel(name)
@@ -198,12 +224,35 @@ class Prefetcher:
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
+            _peer.release(lease)
             if started is not None:
                 self._trace_download(name, started, error)
             self._tasks.pop(name, None)
+            if name == self.alone:
+                self.alone = None
             if not self._closed:
                 self._resolve(name, error)
                 self._kick()
+
+    async def _lease(self, name: str) -> Path | None:
+        """Take the node-wide lease of ``name``, waiting while a peer process downloads it.
+
+        Returns the lease (this process downloads), or None when a peer published the chunk
+        meanwhile (or the directory allows no lease): the caller then adopts or downloads.
+        """
+        directory = self._cache.directory
+        while True:
+            lease = _peer.acquire(directory, name)
+            if lease is not None:
+                if self._cache.path(name).exists():  # published between our checks: no download
+                    _peer.release(lease)
+                    return None
+                return lease
+            if await _peer.wait_for_peer(directory, name):
+                return None
+            if not (directory / f"{name}{_peer.LEASE_SUFFIX}").exists():
+                continue  # the peer gave up: take the lease
+            return None  # a live peer is too slow: download without the lease
 
     def _trace_download(self, name: str, started: tuple[float, float], error: BaseException | None) -> None:
         attempt = self._attempts[name] = self._attempts.get(name, 0) + 1

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Need", "Run"]
 
+# Extra GETs the split first chunk may cost, as a fraction of the chunks a pass downloads (the
+# issue's bound on requests per epoch is 1.25x LitData's one GET per chunk).
+_SPLIT_BUDGET = 0.2
+
 # Samples decoded per ``produce_many`` call: enough to amortize the per-call cost (~4 Python calls
 # and a buffer export per sample otherwise), small enough that little is decoded ahead of use.
 _BATCH = 32
@@ -38,14 +42,19 @@ _CLOSING: set[asyncio.Task[None]] = set()  # prefetcher closes scheduled from th
 class Need:
     """A request from :meth:`Run.walk`: open the chunk of plan step ``step``.
 
-    ``step == -1`` is no request but a pause point after ``items`` samples (``walk(pause=True)``).
+    ``items``, when given, are the chunk's items the walk reads next (in order): a driver may
+    answer with an early, partial chunk (``OpenChunk.covers``) holding only a prefix of them, and
+    the walk asks again for the rest.
+
+    ``step == -1`` is no request but a pause point after ``count`` samples (``walk(pause=True)``).
     """
 
-    __slots__ = ("items", "step")
+    __slots__ = ("count", "items", "step")
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, items: npt.NDArray[np.int64] | None = None) -> None:
         self.step = step
-        self.items = 0
+        self.items = items
+        self.count = 0
 
 
 class Run:
@@ -101,12 +110,23 @@ class Run:
         self.batch = _BATCH  # samples per decode batch (and between pause points) in walk()
         self.loop: asyncio.AbstractEventLoop | None = None  # set while holding that loop's store
         self._closing: asyncio.Future[None] | None = None
+        self.early_left = 0  # see read_early
+        self.served_early = False
+        self._block = (0, 0)
+
+    def read_early(self, items: int, itemsize: int, block_size: int) -> None:
+        """Let :meth:`open_sync` serve up to ``items`` token blocks by byte range (cold start).
+
+        For :meth:`walk_batches` over plain token chunks of ``itemsize``-byte tokens: while the
+        chunk of the first batch is still downloading, its blocks are read by range instead.
+        """
+        self.early_left, self._block = items, (itemsize, block_size)
 
     def walk(self, *, pause: bool = False) -> Generator[Any, OpenChunk | None, None]:
         """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks.
 
         ``pause``: also yield a :class:`Need` with ``step == -1`` after every batch of samples
-        (``items`` says how many): the async driver's chance to hand its loop back. Batches hold
+        (``count`` says how many): the async driver's chance to hand its loop back. Batches hold
         ``self.batch`` samples (read at each batch), which that driver lowers for slow samples.
         """
         plan, produce, many, finish = self.plan, self.produce, self.produce_many, self.finish
@@ -152,7 +172,7 @@ class Run:
                         for sample in samples:
                             yield finish(sample)
                 if marker is not None:
-                    marker.items = len(batch)
+                    marker.count = len(batch)
                     yield marker
 
     def walk_batches(
@@ -176,17 +196,22 @@ class Run:
         buffer: Any = None
         rows = filled = 0
         for k in range(first, len(plan.steps)):
-            chunk = yield Need(k)
-            assert chunk is not None
             order = plan.order(k)
             if offset:
                 order, offset = order[offset:], 0
             pos, n = 0, len(order)
+            chunk: OpenChunk | None = None
+            limit = 0  # items of `order` the open chunk holds (all, unless it is an early copy)
             while pos < n:
                 if batch is None:
                     rows, filled = min(size, left), 0
                     batch, buffer = new(rows)
-                take = min(rows - filled, n - pos)
+                if pos >= limit:
+                    chunk = yield Need(k, order[pos : pos + rows - filled])
+                    assert chunk is not None
+                    limit = n if chunk.covers is None else pos + chunk.covers
+                assert chunk is not None
+                take = min(rows - filled, limit - pos)
                 started = _trace.now() if _trace.on else None
                 fill(chunk, order[pos : pos + take], buffer[filled : filled + take])
                 if started is not None:
@@ -209,25 +234,50 @@ class Run:
             index_of = {name: i for i, name in enumerate(source.names)}
             cache = source.cache(self.max_cache_bytes)
 
-            async def fetch(name: str, tmp: Path) -> None:
-                await source.fetch(index_of[name], tmp)
-
             uses = [source.names[s.chunk] for s in steps]
+            first = uses[self.start[0]] if self.start[0] < len(uses) else None
+
+            # Object stores bill per request: look-ahead chunks come with one GET each (as
+            # LitData's). The first chunk, which the reader waits for, comes as parallel range
+            # GETs unless early range reads already fed the reader; the extra GETs stay within
+            # _SPLIT_BUDGET of the chunk GETs of this pass.
+            extra = int(_SPLIT_BUDGET * len(set(uses[self.start[0] :])))
+
+            async def fetch(name: str, tmp: Path) -> None:
+                split = name == first and not self.served_early
+                await source.fetch(index_of[name], tmp, parts=1 + extra if split else 1)
+
             mine = set(uses)
             cache.adopt_existing(source.sizes(), mine.__contains__)
             self.prefetcher = Prefetcher(
                 cache, uses, source.sizes(), fetch, depth=self.depth, start=self.start[0]
             )
+            self.prefetcher.alone = first  # see open_sync: not when early reads feed the reader
         return self.prefetcher
 
-    def open_sync(self, step: int) -> OpenChunk:
-        """Open step ``step``'s chunk for a sync consumer (one loop hop only when not local)."""
+    def open_sync(self, step: int, items: npt.NDArray[np.int64] | None = None) -> OpenChunk:
+        """Open step ``step``'s chunk for a sync consumer (one loop hop only when not local).
+
+        With ``items`` (the blocks the walk reads next) and an early budget left, a chunk that is
+        not local yet is answered by an early copy of those blocks read by byte range, while the
+        whole chunk downloads behind it (first bytes first: a cold start's first batch needs a
+        few kB, not a whole chunk).
+        """
         from aiolit import _loop
 
         chunk_id = self.plan.steps[step].chunk
         if self.source.in_place:
             return self._open(chunk_id, None)
         prefetcher = self._prefetcher()
+        if items is not None and self.early_left > 0 and len(items):
+            layout = self.source.block_ranges(chunk_id, *self._block)
+            if layout is not None and not prefetcher.local(step):
+                take = items[: self.early_left]
+                self.early_left -= len(take)
+                self.served_early = True
+                prefetcher.alone = None  # its chunks may stream together behind the ranges
+                return _loop.run(self._early(prefetcher, step, chunk_id, take))
+            self.early_left = 0  # chunks are arriving: no more early reads
         started = _trace.now() if _trace.on else None
         path = _loop.run(prefetcher.get(step))
         if started is not None:
@@ -240,6 +290,21 @@ class Run:
                 _trace.instant("chunk gone, fetching again", "read", chunk=self.source.names[chunk_id])
             _loop.run(_refetch(prefetcher, self.source.names[chunk_id]))
             return self._open(chunk_id, _loop.run(prefetcher.get(step)))
+
+    async def _early(
+        self, prefetcher: Prefetcher, step: int, chunk_id: int, items: npt.NDArray[np.int64]
+    ) -> OpenChunk:
+        started = _trace.now() if _trace.on else None
+        try:
+            chunk = await self.source.fetch_blocks(chunk_id, items, *self._block)
+        finally:
+            # The whole chunks start downloading once the ranges are in (or failed): started
+            # together, their bulk bytes would queue ahead of the few kB the batch needs.
+            prefetcher.advance(step)
+        if started is not None:
+            args = {"chunk": self.source.names[chunk_id], "step": step, "blocks": len(items)}
+            _trace.complete("early ranges", "read", started, _trace.now(), args)
+        return chunk
 
     async def open_async(self, step: int) -> OpenChunk:
         """Open step ``step``'s chunk from a coroutine on the caller's loop."""

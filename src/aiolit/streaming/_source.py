@@ -100,15 +100,23 @@ def map_file(path: str | os.PathLike[str]) -> mmap.mmap | bytes:
 class OpenChunk:
     """One chunk's bytes as stored locally (after whole-file decompression), opened lazily."""
 
-    __slots__ = ("__dict__", "config", "data", "encryption", "entry")
+    __slots__ = ("__dict__", "config", "covers", "data", "encryption", "entry")
 
     def __init__(
-        self, data: mmap.mmap | bytes, entry: ChunkEntry, config: dict[str, Any], encryption: Any
+        self,
+        data: mmap.mmap | bytes | bytearray,
+        entry: ChunkEntry,
+        config: dict[str, Any],
+        encryption: Any,
+        covers: int | None = None,
     ) -> None:
         self.data = data
         self.entry = entry
         self.config = config
         self.encryption = encryption
+        # None: the whole chunk. An int: a sparse early copy (DataSource.fetch_blocks) that holds
+        # only the first ``covers`` items the reader asked for; it must not be used for others.
+        self.covers = covers
 
     @cached_property
     def view(self) -> ChunkView:
@@ -501,10 +509,14 @@ class DataSource:
             cache.forget([name])
             return await self.open_random(i, max_bytes)
 
-    async def fetch(self, i: int, tmp: Path) -> None:
+    async def fetch(self, i: int, tmp: Path, *, parts: int | None = None) -> None:
         """Download chunk ``i`` into ``tmp`` (decompressed), verifying its size and checksum.
 
-        A chunk that arrives corrupt is fetched once more before :class:`CorruptChunkError`.
+        ``parts``: an uncompressed chunk above the store's ``multipart_threshold`` comes as that
+        many concurrent range GETs (at most one per ``part_size``); 1 is one GET however large
+        (object stores bill per request; look-ahead downloads overlap each other anyway). None
+        lets the store split it by ``part_size``. A chunk that arrives corrupt is fetched once
+        more before :class:`CorruptChunkError`.
         """
         entry = self.entries[i]
         store = self.store()
@@ -531,8 +543,33 @@ class DataSource:
                         )
                 finally:
                     ztmp.unlink(missing_ok=True)
-            else:
+            elif parts is None or int(entry.chunk_bytes) <= store.transfer.multipart_threshold:
                 await store.get_to_file(entry.filename, tmp, size=int(entry.chunk_bytes))
+                if started is not None:
+                    _trace.complete(
+                        "get",
+                        "store",
+                        started,
+                        _trace.now(),
+                        {"key": entry.filename, "bytes": int(entry.chunk_bytes), "attempt": _attempt + 1},
+                    )
+            else:
+                size = int(entry.chunk_bytes)
+                n = max(1, min(parts, -(-size // store.transfer.part_size)))
+                if n == 1:
+                    data = await store.get(entry.filename)
+                else:
+                    step = -(-size // n)
+                    pieces = await asyncio.gather(
+                        *(
+                            store.get_range(entry.filename, a, min(a + step, size))
+                            for a in range(0, size, step)
+                        )
+                    )
+                    data = b"".join(pieces)
+                    del pieces
+                await asyncio.to_thread(tmp.write_bytes, data)
+                del data
                 if started is not None:
                     _trace.complete(
                         "get",
@@ -554,6 +591,46 @@ class DataSource:
             if _trace.on:
                 _trace.instant("corrupt chunk", "store", key=entry.filename, problem=problem)
         raise CorruptChunkError(f"{self.url}/{entry.filename}: downloaded twice, still corrupt: {problem}")
+
+    def block_ranges(self, i: int, itemsize: int, block_size: int) -> tuple[int, int] | None:
+        """``(tokens_start_byte, block_bytes)`` of plain token chunk ``i``, or None when unknown.
+
+        The byte offset of block ``b`` is ``tokens_start_byte + b * block_bytes``: the header of a
+        classic chunk is ``4 * (items + 2)`` bytes, and the index's ``chunk_bytes`` must equal that
+        plus ``dim`` tokens (else the entry is not trusted and None is returned).
+        """
+        entry = self.entries[i]
+        if not self.range_readable or self.compressed[i] or entry.dim is None:
+            return None
+        start = 4 * (int(entry.chunk_size) + 2)
+        if start + int(entry.dim) * itemsize != int(entry.chunk_bytes):
+            return None
+        return start, block_size * itemsize
+
+    async def fetch_blocks(
+        self, i: int, blocks: npt.NDArray[np.int64], itemsize: int, block_size: int
+    ) -> OpenChunk:
+        """A sparse copy of token chunk ``i`` holding only ``blocks`` (concurrent range GETs).
+
+        The rest of the buffer is zeros, so the result (``covers=len(blocks)``) may only be read
+        at those blocks. Needs :meth:`block_ranges` to be known.
+        """
+        layout = self.block_ranges(i, itemsize, block_size)
+        assert layout is not None
+        start, step = layout
+        entry = self.entries[i]
+        ranges = sorted({(start + int(b) * step, start + (int(b) + 1) * step) for b in blocks})
+        parts = await self.store().get_ranges(entry.filename, ranges)
+        data = bytearray(int(entry.chunk_bytes))  # calloc'd: untouched pages cost nothing
+        data[0:4] = struct.pack("<I", int(entry.chunk_size))
+        for (a, b), part in zip(ranges, parts, strict=True):
+            if len(part) != b - a:
+                raise CorruptChunkError(
+                    f"{self.url}/{entry.filename}: {len(part)} bytes for range {a}..{b}; "
+                    "the chunk is smaller than the index says"
+                )
+            data[a:b] = part
+        return OpenChunk(data, entry, self.index.config, self.encryption, covers=len(blocks))
 
     async def fetch_item(self, i: int, k: int) -> bytes:
         """Read item ``k`` of (uncompressed, unencrypted) chunk ``i`` by byte range.

@@ -120,7 +120,17 @@ class StreamingDataset(IterableDataset[Any]):
         entry has one) the first time this process opens it, raising ``CorruptChunkError`` on a
         mismatch. Off by default (it reads every chunk once more). Chunks that go through the
         cache are always verified when downloaded or adopted (docs/architecture/cache.md).
+
+    Attributes
+    ----------
+    read_early : bool
+        Cold start of a remote token dataset (``TokensLoader``, plain chunks) read in batches by
+        a ``StreamingDataLoader``: serve the first batch of each worker from byte-range reads of
+        exactly its blocks while the whole chunk downloads behind them (default True; set it to
+        False on the class or an instance to always wait for whole chunks).
     """
+
+    read_early: bool = True
 
     def __init__(
         self,
@@ -512,6 +522,9 @@ class StreamingDataset(IterableDataset[Any]):
                 return loader.batch_buffer(rows, as_numpy=as_numpy)
 
             walk = run.walk_batches(batch, new, loader.copy_blocks)
+            if self.source.range_readable and self.read_early:
+                assert loader.block_size is not None
+                run.read_early(batch, loader.dtype.itemsize, loader.block_size)
         reply: OpenChunk | None = None
         try:
             while True:
@@ -521,7 +534,7 @@ class StreamingDataset(IterableDataset[Any]):
                     break
                 reply = None
                 if type(out) is Need:
-                    reply = run.open_sync(out.step)
+                    reply = run.open_sync(out.step, out.items)
                     continue
                 yield out
             if at is None:
@@ -558,7 +571,7 @@ class StreamingDataset(IterableDataset[Any]):
                     # A batch of samples (decode and the consumer's work) is done. Keep a batch
                     # well under _SLICE, and hand the loop back once _SLICE has passed.
                     now = clock()
-                    per_item = (now - last) / max(1, out.items)
+                    per_item = (now - last) / max(1, out.count)
                     run.batch = (
                         max(1, min(_MAX_BATCH, int(_SLICE / 4 / per_item))) if per_item > 0 else _BATCH
                     )
