@@ -129,7 +129,7 @@ def test_natural_sort() -> None:
 
 def test_merge_shards_and_missing_index(tmp_path: Path) -> None:
     for rank in (10, 2):
-        shard = Index([ChunkEntry(f"chunk-{rank}-0.bin", rank, 8)], dict(CONFIG))
+        shard = Index([ChunkEntry(f"chunk-{rank}-0.bin", rank, 4 * (rank + 2))], dict(CONFIG))
         (tmp_path / shard_name(rank)).write_bytes(shard.to_json())
     (tmp_path / "2-index.json").write_text("node-level files are not writer shards")
     assert list_shards(str(tmp_path)) == ["2.index.json", "10.index.json"]

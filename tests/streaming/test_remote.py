@@ -58,6 +58,7 @@ def test_reoptimized_dataset_invalidates_the_cache(remote: Any, tmp_path: Path) 
     stale = old.parent / "1.0"
     stale.mkdir()
     (stale / "chunk-0-0.bin").write_bytes(b"old")
+    os.utime(stale, (0, 0))  # past the grace period and with no live reader's lease: stale
     StreamingDataset(url, cache_dir=str(tmp_path / "cache"), storage_options=opts)
     assert not stale.exists() and old.exists()
 

@@ -258,7 +258,7 @@ def open_chunk(
     level = config.get("compression_level") or "chunk"
     # whole-file zstd: accept the stored file or the already decompressed one
     if compression and level == "chunk" and bytes(buf[:4]) == ZSTD_MAGIC:
-        buf = memoryview(zstd_decompress(buf, what=name))
+        buf = memoryview(zstd_decompress(buf, what=name, max_size=entry.chunk_bytes or None))
     if entry.chunk_bytes and len(buf) < entry.chunk_bytes:
         raise CorruptChunkError(f"{name} is truncated: {len(buf)} bytes, the index says {entry.chunk_bytes}")
     enc_level = (config.get("encryption") or {}).get("level")

@@ -56,11 +56,36 @@ def zstd_compress(data: bytes | memoryview, level: int = _DEFAULT_ZSTD_LEVEL) ->
 
 
 def zstd_decompress(
-    data: bytes | memoryview, *, what: str = "data", expected_size: int | None = None
+    data: bytes | memoryview,
+    *,
+    what: str = "data",
+    expected_size: int | None = None,
+    max_size: int | None = None,
 ) -> bytes:
-    """Decompress exactly one complete zstd frame; errors (truncation too) name ``what``."""
+    """Decompress exactly one complete zstd frame; errors (truncation too) name ``what``.
+
+    ``expected_size`` (exact) or ``max_size`` (a ceiling) bound the output before any of it is
+    produced: a frame that declares more is rejected from its header, one without a declared
+    size is decompressed in bounded pieces and abandoned past the limit. Either way the error is
+    :class:`CorruptChunkError` and no more than the limit (plus one zstd block) is allocated.
+    """
     import zstandard
 
+    limit = expected_size if expected_size is not None else max_size
+    if limit is not None:
+        try:
+            declared = zstandard.frame_content_size(data)
+        except zstandard.ZstdError as exc:
+            raise CorruptChunkError(f"{what} is not valid zstd data: {exc}") from None
+        if declared > limit:
+            raise CorruptChunkError(
+                f"{what} declares {declared} bytes once decompressed, more than the {limit} its index allows"
+            )
+        if declared < 0:  # no size in the frame header: count as it inflates
+            out = _zstd_capped(data, limit, what)
+            if expected_size is not None and len(out) != expected_size:
+                raise CorruptChunkError(f"{what} decompressed to {len(out)} bytes, expected {expected_size}")
+            return out
     try:
         dobj = zstandard.ZstdDecompressor().decompressobj()
         out = dobj.decompress(data)  # takes any buffer: no copy of the input
@@ -73,6 +98,25 @@ def zstd_decompress(
     if expected_size is not None and len(out) != expected_size:
         raise CorruptChunkError(f"{what} decompressed to {len(out)} bytes, expected {expected_size}")
     return out
+
+
+def _zstd_capped(data: bytes | memoryview, limit: int, what: str) -> bytes:
+    # read_to_iter yields at most write_size bytes per step, so a bomb stops at limit + 1 MiB.
+    import zstandard
+
+    pieces: list[bytes] = []
+    total = 0
+    try:
+        for piece in zstandard.ZstdDecompressor().read_to_iter(data, write_size=1 << 20):
+            total += len(piece)
+            if total > limit:
+                raise CorruptChunkError(
+                    f"{what} inflates past the {limit} bytes its index allows; it is not the chunk listed"
+                )
+            pieces.append(piece)
+    except zstandard.ZstdError as exc:
+        raise CorruptChunkError(f"{what} is not valid zstd data: {exc}") from None
+    return b"".join(pieces)
 
 
 def plain_filename(filename: str) -> str:
@@ -91,13 +135,17 @@ def compress_file(data: bytes | memoryview, compression: str) -> bytes:
     return zstd_compress(data, compression_level_of(compression))
 
 
-def decompress_file(data: bytes | memoryview, filename: str) -> bytes:
-    """Undo whole-file compression of ``filename``'s bytes (a plain name is returned as is)."""
+def decompress_file(data: bytes | memoryview, filename: str, *, expected_size: int | None = None) -> bytes:
+    """Undo whole-file compression of ``filename``'s bytes (a plain name is returned as is).
+
+    ``expected_size`` (the index's ``chunk_bytes``) caps the output: a chunk that inflates to
+    anything else is :class:`CorruptChunkError`, found without inflating past it.
+    """
     if plain_filename(filename) == filename:
         return bytes(data)
     if bytes(data[:4]) != ZSTD_MAGIC:
         raise CorruptChunkError(f"{filename} should be a zstd file but does not start with the zstd magic")
-    return zstd_decompress(data, what=filename)
+    return zstd_decompress(data, what=filename, expected_size=expected_size)
 
 
 class Encryption:

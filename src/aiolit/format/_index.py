@@ -83,6 +83,30 @@ def _int_field(raw: dict[str, Any], key: str, where: str, *, optional: bool = Fa
     return value
 
 
+def _check_header_room(entry: ChunkEntry, where: str) -> None:
+    # A chunk starts with u32 N and N + 1 u32 offsets: an item count the header cannot hold, or
+    # one whose header alone outgrows the chunk's bytes, is rejected before anything is sized by it.
+    if entry.chunk_size >= 2**32:
+        raise FormatError(f"{where}: 'chunk_size' {entry.chunk_size} does not fit the u32 item count")
+    if entry.chunk_bytes and 4 * (entry.chunk_size + 2) > entry.chunk_bytes:
+        raise FormatError(
+            f"{where}: 'chunk_size' {entry.chunk_size} items need a {4 * (entry.chunk_size + 2)}-byte "
+            f"header but 'chunk_bytes' is {entry.chunk_bytes}"
+        )
+
+
+def _updated_at(value: Any, source: str) -> str | None:
+    # LitData writes str(time.time()); the value also names a cache directory.
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise FormatError(f"{source}: 'updated_at' must be a string, got {type(value).__name__}")
+    text = str(value)
+    if not text or len(text) > 256 or not text.isprintable():
+        raise FormatError(f"{source}: 'updated_at' must be 1-256 printable characters, got {text[:40]!r}")
+    return text
+
+
 @dataclass
 class ChunkEntry:
     """One chunk of a dataset, as listed in ``index.json``."""
@@ -173,8 +197,10 @@ class Index:
             ChunkEntry.from_dict(c, source=source, position=i, allow_subdirs=subdirs)
             for i, c in enumerate(raw["chunks"])
         ]
-        updated_at = raw.get("updated_at")
-        return cls(chunks, config, None if updated_at is None else str(updated_at))
+        if not subdirs:
+            for i, c in enumerate(chunks):
+                _check_header_room(c, f"{source} chunk #{i}")
+        return cls(chunks, config, _updated_at(raw.get("updated_at"), source))
 
     def to_json(self) -> bytes:
         """The bytes LitData writes (``sort_keys=True``; ``updated_at`` only if set)."""

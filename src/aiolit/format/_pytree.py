@@ -234,14 +234,20 @@ def _from_json(node: Any) -> TreeSpec:
             context = json.loads(node["context"])
             if not isinstance(context, list) or len(context) != len(children):
                 raise FormatError(f"data_spec dict node has keys {context!r} for {len(children)} children")
+            _check_keys(context)
         elif kind in (_LIST, _TUPLE):
             context = None
         elif kind == _DEQUE:
             context = json.loads(node["context"])
+            if context is not None and (
+                isinstance(context, bool) or not isinstance(context, int) or context < 0
+            ):
+                raise FormatError(f"data_spec deque node has maxlen {context!r}: not a count")
         elif kind == _DDICT:
             ctx = node["context"]
             context = (_default_factory(ctx["default_factory_module"], ctx["default_factory_name"]),)
             context += (list(ctx["dict_context"]),)
+            _check_keys(context[1])
         else:
             raise FormatError(
                 f"unsupported pytree node type {kind!r} in data_spec (namedtuples and custom nodes "
@@ -252,6 +258,13 @@ def _from_json(node: Any) -> TreeSpec:
             raise
         raise FormatError(f"malformed context of a {kind} node in data_spec: {exc!r}") from None
     return TreeSpec(kind, context, children)
+
+
+def _check_keys(keys: list[Any]) -> None:
+    # JSON arrays and objects cannot be dict keys: say so here rather than fail while decoding.
+    bad = [k for k in keys if isinstance(k, list | dict)]
+    if bad:
+        raise FormatError(f"data_spec dict node has unhashable keys {bad[:3]!r:.80}: keys must be scalars")
 
 
 _SAFE_FACTORIES = frozenset(

@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,8 +111,9 @@ async def merge_datasets_async(
                     type(entry)(new, entry.chunk_size, entry.chunk_bytes, entry.dim, dict(entry.extra))
                 )
         await asyncio.gather(*copies)
-        # LitData's merged index keeps the first config and has no updated_at.
-        await target.write("index.json", Index(chunks, dict(first), None).to_json())
+        # LitData's merged index keeps the first config (and has no updated_at; aiolit writes one
+        # so readers' caches tell this dataset from an earlier one at the same URL).
+        await target.write("index.json", Index(chunks, dict(first), str(time.time())).to_json())
     finally:
         for output in (*sources, target):
             await output.aclose()

@@ -109,7 +109,7 @@ class Prefetcher:
         self._pos = step
         name = self._uses[step]
         self._ensure_started()
-        failed = self._failed.pop(name, None)
+        failed = self._failed.get(name)  # kept: look-ahead must not fetch it again either
         if failed is not None:
             raise failed
         if self._cache.has(name) or self._cache.adopt(name, self._sizes[name]):
@@ -276,6 +276,7 @@ class Prefetcher:
             waiter.set_result(self._cache.path(name))
         else:
             waiter.set_exception(error)
+            self._failed[name] = error  # the consumer fails on it: look-ahead must not fetch it again
 
     async def aclose(self) -> None:
         """Cancel the scheduler and every download in flight (their temp files are removed)."""
@@ -287,6 +288,9 @@ class Prefetcher:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for name in list(self._tasks):  # cancelled before they ran: give their reserved room back
+            self._cache.cancel(name)
+        self._tasks.clear()
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.cancel()

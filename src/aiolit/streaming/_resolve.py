@@ -4,17 +4,22 @@
 treated like a remote one: chunks are copied into the cache), ``s3://``/``gs://``/``azure://``/
 ``az://``/``r2://``/``hf://`` URLs, or a :class:`Dir` pairing a local ``path`` with a ``url``.
 
-The cache of a remote dataset is ``{root}/{md5(url)}/{updated_at}/`` where ``root`` is the
-``cache_dir`` argument, else ``$AIOLIT_CACHE_DIR``, else ``~/.cache/aiolit/chunks``. A
-re-optimized dataset has a new ``updated_at``, so it gets a fresh directory and the stale
-siblings are deleted (see docs/architecture/cache.md).
+The cache of a remote dataset is ``{root}/{key}/{version}/`` where ``root`` is the
+``cache_dir`` argument, else ``$AIOLIT_CACHE_DIR``, else ``~/.cache/aiolit/chunks``, ``key`` is
+``md5(url)`` (with the endpoint, when it is not the default) and ``version`` the index's
+``updated_at``. A re-optimized dataset gets a fresh directory; stale siblings are deleted once no
+live process holds a lease on them (see docs/architecture/cache.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import secrets
 import shutil
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +29,14 @@ from aiolit._paths import cache_root
 __all__ = [
     "REMOTE_SCHEMES",
     "Dir",
+    "cache_key",
     "cache_root",
     "cached_datasets",
     "clear_cache",
+    "drop_lease",
+    "endpoint_of",
     "resolve_dir",
+    "take_lease",
     "versioned_cache_dir",
 ]
 
@@ -81,30 +90,77 @@ def resolve_dir(value: object, *, name: str = "input_dir") -> Dir:
     return Dir(path=os.path.abspath(os.path.expanduser(value)), url=None)
 
 
-def versioned_cache_dir(root: Path, url: str, updated_at: str | None) -> Path:
-    """Return ``root/md5(url)/updated_at`` (created), deleting stale versions next to it.
+def endpoint_of(url: str, storage_options: dict[str, Any] | None) -> str:
+    """The server a remote ``url`` is read from, when it is not the scheme's default ("" then).
 
-    Without ``updated_at`` (an index LitData did not merge) ``md5(url)`` stands in for it.
+    Part of the cache key: the same ``s3://bucket/path`` on two servers is two datasets. Only
+    the endpoint is taken (never a key or a secret of the options).
     """
-    digest = hashlib.md5(url.encode()).hexdigest()
-    version = updated_at or digest
-    if "/" in version or version in ("", ".", ".."):
+    opts = storage_options or {}
+    env = os.environ
+
+    def first(*names: str) -> str:
+        for name in names:
+            value = opts.get(name)
+            if value:
+                return str(value)
+        return ""
+
+    if url.startswith(("s3://", "r2://")):
+        names = ("endpoint_url", "S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+        return first(*names) or next((env[n] for n in names[1:] if env.get(n)), "")
+    if url.startswith("gs://"):
+        return first("endpoint_url", "api_root") or env.get("STORAGE_EMULATOR_HOST", "")
+    if url.startswith(("azure://", "az://")):
+        found = first("account_url") or first("account_name")
+        conn = first("connection_string") or ("" if found else env.get("AZURE_STORAGE_CONNECTION_STRING", ""))
+        if conn and not found:
+            parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+            found = parts.get("BlobEndpoint") or parts.get("AccountName", "")
+        return found
+    if url.startswith("hf://"):
+        return first("endpoint") or env.get("HF_ENDPOINT", "")
+    return ""
+
+
+def cache_key(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    """``md5(url)``, or ``md5(endpoint + " " + url)`` for a non-default endpoint."""
+    endpoint = endpoint_of(url, storage_options)
+    return hashlib.md5((f"{endpoint} {url}" if endpoint else url).encode()).hexdigest()
+
+
+# Sibling versions younger than this are never removed: another process may be creating one.
+VERSION_GRACE_S = 60.0
+# A lease from another host cannot be checked for liveness; it protects its version this long.
+FOREIGN_LEASE_S = 24 * 3600.0
+LEASE_PREFIX = ".lease-"
+
+
+def versioned_cache_dir(root: Path, key: str, version: str, *, url: str) -> Path:
+    """Return ``root/key/version`` (created), removing sibling versions nobody reads any more.
+
+    ``key`` is :func:`cache_key`; ``version`` the index's ``updated_at`` (or a digest of the
+    index). A sibling is another version of the same dataset: it is deleted only when no live
+    process holds a lease on it (:func:`take_lease`) and it is older than ``VERSION_GRACE_S``.
+    """
+    if not _SAFE_VERSION.match(version) or version in (".", ".."):
         version = hashlib.md5(version.encode()).hexdigest()
-    parent = root / digest
+    parent = root / key
     target = parent / version
-    if parent.is_dir():
-        for entry in parent.iterdir():
-            if entry.name in (version, URL_NOTE):
-                continue
-            # Another version of this dataset: its chunks no longer match the index.
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                try:
-                    entry.unlink()
-                except FileNotFoundError:
-                    pass
     target.mkdir(parents=True, exist_ok=True)
+    for entry in parent.iterdir():
+        if entry.name == version:
+            continue
+        if entry.is_dir():
+            if not _version_in_use(entry):
+                shutil.rmtree(entry, ignore_errors=True)
+        else:
+            if entry.name == URL_NOTE:
+                continue
+            try:
+                entry.unlink()
+            except FileNotFoundError:
+                pass
     note = parent / URL_NOTE
     if not note.exists():
         try:
@@ -114,6 +170,76 @@ def versioned_cache_dir(root: Path, url: str, updated_at: str | None) -> Path:
         except OSError:
             pass  # only `aiolit cache ls` reads it
     return target
+
+
+_SAFE_VERSION = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
+
+
+def take_lease(version_dir: Path) -> Path:
+    """Mark ``version_dir`` as read by this process until the returned file is removed."""
+    name = f"{LEASE_PREFIX}{socket.gethostname()}-{os.getpid()}-{_start_time(os.getpid())}-{secrets.token_hex(4)}"
+    lease = version_dir / name
+    lease.touch()
+    return lease
+
+
+def drop_lease(lease: Path, pid: int) -> None:
+    """Remove ``lease`` (only in the process that took it: a forked child must not)."""
+    if os.getpid() == pid:
+        try:
+            lease.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _start_time(pid: int) -> str:
+    # The process start time (clock ticks since boot): tells a live pid from a reused one.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat.rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "0"
+
+
+def _lease_alive(lease: Path, now: float) -> bool:
+    parts = lease.name[len(LEASE_PREFIX) :].rsplit("-", 3)  # host, pid, start time, token
+    if len(parts) != 4:
+        return False
+    host, pid_text, start, _ = parts
+    if host != socket.gethostname():
+        try:
+            return now - lease.stat().st_mtime < FOREIGN_LEASE_S
+        except FileNotFoundError:
+            return False
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return start in ("0", _start_time(pid))
+
+
+def _version_in_use(version_dir: Path) -> bool:
+    now = time.time()
+    try:
+        if now - version_dir.stat().st_mtime < VERSION_GRACE_S:
+            return True
+        leases = [p for p in version_dir.iterdir() if p.name.startswith(LEASE_PREFIX)]
+    except FileNotFoundError:
+        return False
+    alive = False
+    for lease in leases:
+        if _lease_alive(lease, now):
+            alive = True
+        else:
+            try:
+                lease.unlink()  # its process is gone
+            except FileNotFoundError:
+                pass
+    return alive
 
 
 def _is_digest(name: str) -> bool:
@@ -164,6 +290,12 @@ def clear_cache(root: Path, url: str | None = None) -> tuple[int, int]:
         return 0, 0
     if url is not None:
         targets = [root / hashlib.md5(url.encode()).hexdigest()]
+        for entry in root.iterdir():  # the same URL on other endpoints (keys with the endpoint)
+            try:
+                if _is_digest(entry.name) and (entry / URL_NOTE).read_text().strip() == url:
+                    targets.append(entry)
+            except OSError:
+                pass
     else:
         targets = [e for e in root.iterdir() if e.is_dir() and _is_digest(e.name)]
     removed = freed = 0

@@ -23,9 +23,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aiolit import _trace
-from aiolit.errors import CorruptChunkError, FormatError, ObjectNotFoundError
+from aiolit.errors import CorruptChunkError, ObjectNotFoundError
 from aiolit.streaming._cache import ChunkCache
-from aiolit.streaming._resolve import Dir, cache_root, versioned_cache_dir
+from aiolit.streaming._resolve import (
+    Dir,
+    cache_key,
+    cache_root,
+    drop_lease,
+    take_lease,
+    versioned_cache_dir,
+)
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -142,7 +149,7 @@ class OpenChunk:
 
 
 def _checksum_problem(path: Path, entry: ChunkEntry) -> str | None:
-    """Compare a downloaded chunk with the checksum its index entry carries, if any."""
+    """Compare a chunk file with the checksum its index entry carries, if any."""
     spec = entry.extra.get("checksum") if isinstance(entry.extra, dict) else None
     if not isinstance(spec, str) or ":" not in spec:
         return None
@@ -154,6 +161,48 @@ def _checksum_problem(path: Path, entry: ChunkEntry) -> str | None:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return None if h.hexdigest() == expected.lower() else f"{algo} checksum {h.hexdigest()} != {expected}"
+
+
+# Files this process already hashed: (path, device, inode, size, mtime) -> the checksum they matched.
+_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
+_VERIFIED_LOCK = threading.Lock()
+# On a cache file: "<checksum> <size> <mtime_ns>" of the last verification that passed, so other
+# processes (a new loader worker each epoch) skip hashing an unchanged, already verified file.
+_STAMP = "user.aiolit.verified"
+
+
+def verify_file(path: Path, entry: ChunkEntry, *, stamp: bool = False) -> str | None:
+    """:func:`_checksum_problem`, done once for an unchanged file (None: it matches).
+
+    A file that was replaced or rewritten since (new inode, size or mtime) is hashed again.
+    ``stamp``: record a pass in an extended attribute of the file (cache files only, never a
+    user's dataset), which later processes trust while the file's size and mtime are unchanged.
+    """
+    spec = entry.extra.get("checksum") if isinstance(entry.extra, dict) else None
+    if not isinstance(spec, str):
+        return None
+    st = os.stat(path)
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _VERIFIED_LOCK:
+        if _VERIFIED.get(key) == spec:
+            return None
+    mark = f"{spec} {st.st_size} {st.st_mtime_ns}".encode()
+    problem: str | None = None
+    try:
+        stamped = stamp and os.getxattr(path, _STAMP) == mark
+    except (OSError, AttributeError):  # no such attribute, or no xattr support here
+        stamped = False
+    if not stamped:
+        problem = _checksum_problem(path, entry)
+    if problem is None:
+        with _VERIFIED_LOCK:
+            if len(_VERIFIED) > 100_000:
+                _VERIFIED.clear()
+            _VERIFIED[key] = spec
+        if stamp and not stamped:
+            with contextlib.suppress(OSError, AttributeError):
+                os.setxattr(path, _STAMP, mark)
+    return problem
 
 
 class DataSource:
@@ -182,16 +231,19 @@ class DataSource:
         storage_options: dict[str, Any] | None,
         session_options: dict[str, Any] | None,
         encryption: Encryption | None,
+        verify: bool = False,
     ) -> None:
         from aiolit.format import plain_filename
 
         self.dir = input_dir
+        self.verify = verify
         self.storage_options = storage_options
         self.session_options = session_options
         self.encryption = encryption
         self._pid = os.getpid()
         self._stores = self._track_stores()
         self._cache: ChunkCache | None = None
+        self._cache_lock = threading.Lock()
         self.offset_tables = OffsetTables()
         self._table_reads: dict[tuple[int, int], asyncio.Future[npt.NDArray[np.uint32]]] = {}
         self._users: dict[int, int] = {}  # loop id -> async runs holding that loop's store
@@ -203,14 +255,22 @@ class DataSource:
         self.compressed = [n != e.filename for n, e in zip(self.names, self.entries, strict=True)]
         # A plain local directory is read in place unless it holds whole-file compressed chunks.
         self.in_place = input_dir.url is None and not any(self.compressed)
+        if self.in_place and self.index.item_loader != "ParquetLoader":
+            self._check_unknown_sizes()
         self.cache_dir: Path | None = None
         if not self.in_place:
             if input_dir.url is not None and input_dir.path is not None:
                 self.cache_dir = Path(input_dir.path)
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
             else:
-                key = input_dir.url or f"local:{input_dir.path}"
-                self.cache_dir = versioned_cache_dir(cache_root(cache_dir), key, self.index.updated_at)
+                url = input_dir.url or f"local:{input_dir.path}"
+                # No updated_at (shards merged in memory): the index's own bytes name the version.
+                version = self.index.updated_at or "idx-" + hashlib.md5(self.index.to_json()).hexdigest()
+                self.cache_dir = versioned_cache_dir(
+                    cache_root(cache_dir), cache_key(url, storage_options), version, url=url
+                )
+                # While this source lives, no other process deletes this version (docs/architecture/cache.md).
+                weakref.finalize(self, drop_lease, take_lease(self.cache_dir), os.getpid())
             index_copy = self.cache_dir / _INDEX
             if not index_copy.exists():
                 tmp = index_copy.with_name(f"{_INDEX}.tmp.{os.getpid()}")
@@ -221,6 +281,7 @@ class DataSource:
         state = self.__dict__.copy()
         state["_stores"] = {}
         state["_cache"] = None
+        del state["_cache_lock"]
         state["offset_tables"] = OffsetTables()
         state["_table_reads"] = {}
         state["_users"] = {}
@@ -229,6 +290,7 @@ class DataSource:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._cache_lock = threading.Lock()
         self._stores = self._track_stores()
         self.async_runs = weakref.WeakSet()
 
@@ -244,8 +306,27 @@ class DataSource:
 
         _FORK_ORPHANS.extend(store for _, store in self._stores.values())
         self._pid, self._stores, self._cache = os.getpid(), self._track_stores(), None
+        self._cache_lock = threading.Lock()
         self.offset_tables, self._table_reads = OffsetTables(), {}
         self._users, self.async_runs = {}, weakref.WeakSet()
+
+    def _check_unknown_sizes(self) -> None:
+        # chunk_bytes 0 (unknown): the file's size bounds chunk_size before anything uses it.
+        from aiolit.errors import FormatError
+
+        assert self.dir.path is not None
+        for pos, (entry, name) in enumerate(zip(self.entries, self.names, strict=True)):
+            if entry.chunk_bytes:
+                continue
+            try:
+                size = os.stat(os.path.join(self.dir.path, name)).st_size
+            except FileNotFoundError:
+                continue  # reported when the chunk is opened
+            if 4 * (entry.chunk_size + 2) > size:
+                raise FormatError(
+                    f"{self.url}/index.json chunk #{pos}: 'chunk_size' {entry.chunk_size} items need a "
+                    f"{4 * (entry.chunk_size + 2)}-byte header but {name} has {size} bytes"
+                )
 
     # -- index ----------------------------------------------------------------------------------
 
@@ -368,10 +449,16 @@ class DataSource:
         assert self.cache_dir is not None
         if self._pid != os.getpid():
             self._after_fork()
-        if self._cache is None:
-            self._cache = ChunkCache(self.cache_dir, max_bytes)
-        self._cache.max_bytes = max_bytes
-        return self._cache
+        with self._cache_lock:  # sync iteration and `async for` on another thread share it
+            if self._cache is None:
+                by_name = dict(zip(self.names, self.entries, strict=True))
+                self._cache = ChunkCache(
+                    self.cache_dir,
+                    max_bytes,
+                    verify=lambda name, path: verify_file(path, by_name[name], stamp=True),
+                )
+            self._cache.max_bytes = max_bytes
+            return self._cache
 
     def sizes(self) -> dict[str, int]:
         """Bytes of every chunk once in the cache (decompressed)."""
@@ -381,10 +468,46 @@ class DataSource:
 
     def open_local(self, i: int, path: str | os.PathLike[str] | None = None) -> OpenChunk:
         """Open chunk ``i`` from ``path`` (default: its in-place file) through an mmap."""
+        entry = self.entries[i]
         if path is None:
             assert self.dir.path is not None
             path = os.path.join(self.dir.path, self.names[i])
-        return OpenChunk(map_file(path), self.entries[i], self.index.config, self.encryption)
+            if self.verify:
+                problem = verify_file(Path(path), entry)
+                if problem is not None:
+                    raise CorruptChunkError(f"{path}: does not match its index entry: {problem}")
+        chunk = OpenChunk(map_file(path), entry, self.index.config, self.encryption)
+        if not entry.chunk_bytes and self.index.item_loader != "ParquetLoader":
+            # Size unknown: check the header's item count against chunk_size before anything is
+            # sized by chunk_size (a walk allocates its item order from it).
+            chunk.view  # noqa: B018
+        return chunk
+
+    async def open_random(self, i: int, max_bytes: int) -> OpenChunk:
+        """Open chunk ``i`` through the cache for random access (``ds[i]``, ``aget``).
+
+        The chunk is adopted (verified) or downloaded like iteration does, and room is made by
+        evicting the least recently opened chunks, so ``max_bytes`` holds for random access too.
+        """
+        cache = self.cache(max_bytes)
+        name = self.names[i]
+        size = self.sizes()[name]
+        if not (cache.has(name) or cache.adopt(name, size)):
+            tmp = cache.temp_path(name)
+            cache.reserve(name, size, next_use=cache.recency_order(name), force=True)
+            try:
+                await self.fetch(i, tmp)
+                cache.commit(name, tmp)
+            except BaseException:
+                cache.cancel(name)
+                tmp.unlink(missing_ok=True)
+                raise
+        cache.touch(name)
+        try:
+            return self.open_local(i, cache.path(name))
+        except FileNotFoundError:  # evicted by another reader in between: once more
+            cache.forget([name])
+            return await self.open_random(i, max_bytes)
 
     async def fetch(self, i: int, tmp: Path, *, parts: int | None = None) -> None:
         """Download chunk ``i`` into ``tmp`` (decompressed), verifying its size and checksum.
@@ -395,8 +518,6 @@ class DataSource:
         lets the store split it by ``part_size``. A chunk that arrives corrupt is fetched once
         more before :class:`CorruptChunkError`.
         """
-        from aiolit.format import decompress_file
-
         entry = self.entries[i]
         store = self.store()
         problem = ""
@@ -415,7 +536,7 @@ class DataSource:
                             {"key": entry.filename, "attempt": _attempt + 1},
                         )
                         inflated = _trace.now()
-                    await asyncio.to_thread(_decompress_to, ztmp, tmp, entry.filename, decompress_file)
+                    await asyncio.to_thread(_decompress_to, ztmp, tmp, entry.filename, entry.chunk_bytes)
                     if started is not None:
                         _trace.complete(
                             "decompress", "store", inflated, _trace.now(), {"key": entry.filename}
@@ -458,12 +579,12 @@ class DataSource:
                         {"key": entry.filename, "bytes": int(entry.chunk_bytes), "attempt": _attempt + 1},
                     )
             size = tmp.stat().st_size
-            if size != int(entry.chunk_bytes):
+            if entry.chunk_bytes and size != int(entry.chunk_bytes):  # 0: size unknown
                 problem = f"{size} bytes instead of the {entry.chunk_bytes} the index lists"
                 if _trace.on:
                     _trace.instant("corrupt chunk", "store", key=entry.filename, problem=problem)
                 continue
-            checksum = await asyncio.to_thread(_checksum_problem, tmp, entry)
+            checksum = await asyncio.to_thread(verify_file, tmp, entry, stamp=True)
             if checksum is None:
                 return
             problem = checksum
@@ -631,8 +752,9 @@ async def finish_through_cancel(closing: asyncio.Future[None]) -> None:
         raise asyncio.CancelledError
 
 
-def _decompress_to(src: Path, dst: Path, filename: str, decompress: Any) -> None:
-    data = decompress(src.read_bytes(), filename)
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise FormatError(f"{filename}: decompression returned {type(data).__name__}")
+def _decompress_to(src: Path, dst: Path, filename: str, chunk_bytes: int) -> None:
+    from aiolit.format import decompress_file
+
+    # chunk_bytes caps the output: a bomb fails in the frame header or at the cap, once.
+    data = decompress_file(src.read_bytes(), filename, expected_size=int(chunk_bytes) or None)
     dst.write_bytes(data)

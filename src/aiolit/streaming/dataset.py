@@ -115,6 +115,11 @@ class StreamingDataset(IterableDataset[Any]):
         Applied to every sample (iteration and ``ds[i]``; not to slices).
     allow_pickle : bool
         Allow decoding ``pickle`` fields (never enable it for untrusted data).
+    verify : bool
+        For a plain local ``input_dir`` read in place: check each chunk's sha256 (when its index
+        entry has one) the first time this process opens it, raising ``CorruptChunkError`` on a
+        mismatch. Off by default (it reads every chunk once more). Chunks that go through the
+        cache are always verified when downloaded or adopted (docs/architecture/cache.md).
 
     Attributes
     ----------
@@ -146,6 +151,7 @@ class StreamingDataset(IterableDataset[Any]):
         force_override_state_dict: bool = False,
         transform: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
         allow_pickle: bool = False,
+        verify: bool = False,
     ) -> None:
         super().__init__()
         _check_bool("shuffle", shuffle)
@@ -153,6 +159,7 @@ class StreamingDataset(IterableDataset[Any]):
             _check_bool("drop_last", drop_last)
         _check_bool("force_override_state_dict", force_override_state_dict)
         _check_bool("allow_pickle", allow_pickle)
+        _check_bool("verify", verify)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         if isinstance(subsample, bool) or not isinstance(subsample, int | float) or not subsample > 0:
@@ -226,6 +233,7 @@ class StreamingDataset(IterableDataset[Any]):
             storage_options=storage_options,
             session_options=session_options,
             encryption=encryption,
+            verify=verify,
         )
         config = self.source.index.config
         expected = self.source.index.item_loader
@@ -736,22 +744,8 @@ class StreamingDataset(IterableDataset[Any]):
         return chunk
 
     async def _aopen(self, chunk_id: int) -> OpenChunk:
-        source = self.source
-        assert source.cache_dir is not None
-        path = source.cache_dir / source.names[chunk_id]
-        if not path.exists():
-            cache = source.cache(self._cache_share(self._topology()[0]))
-            size = source.sizes()[source.names[chunk_id]]
-            cache.reserve(source.names[chunk_id], size, next_use=lambda n: math.inf, force=True)
-            tmp = cache.temp_path(source.names[chunk_id])
-            try:
-                await source.fetch(chunk_id, tmp)
-                cache.commit(source.names[chunk_id], tmp)
-            except BaseException:
-                cache.cancel(source.names[chunk_id])
-                tmp.unlink(missing_ok=True)
-                raise
-        return source.open_local(chunk_id, path)
+        # Through the cache, within this process's share of max_cache_size (LRU for random access).
+        return await self.source.open_random(chunk_id, self._cache_share(self._topology()[0]))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -171,6 +171,11 @@ class TokensLoader(BaseItemLoader):
         for entry in index.chunks:
             if entry.dim is None:
                 raise FormatError(f"TokensLoader: chunk {entry.filename} has no 'dim' in the index")
+            if entry.chunk_bytes and entry.dim * self._dtype.itemsize > entry.chunk_bytes:
+                raise FormatError(
+                    f"TokensLoader: chunk {entry.filename} has 'dim' {entry.dim} tokens, more than its "
+                    f"'chunk_bytes' {entry.chunk_bytes} can hold"
+                )
 
     @property
     def dtype(self) -> np.dtype[Any]:
