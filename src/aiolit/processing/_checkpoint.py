@@ -16,6 +16,7 @@ after its ``inputs_done`` and its finished chunks, and deletes ``.checkpoints/``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -147,8 +148,16 @@ async def clear_node(output: Output, node_rank: int, ranks: Sequence[int]) -> No
     names += [f"{CHECKPOINT_DIR}/checkpoint-{rank}.json" for rank in ranks]
     await asyncio.gather(*(output.delete(name) for name in names))
     if output.local_path is not None:
+        directory = os.path.join(output.local_path, CHECKPOINT_DIR)
+        # A killed run can leave the temp file of a checkpoint it was writing: this node's are done.
+        mine = tuple(f".{os.path.basename(name)}." for name in names)
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(directory):
+                if entry.startswith(mine) and entry.endswith(".tmp"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(directory, entry))
         try:
-            os.rmdir(os.path.join(output.local_path, CHECKPOINT_DIR))  # only when now empty
+            os.rmdir(directory)  # only when now empty
         except OSError:
             pass
 
