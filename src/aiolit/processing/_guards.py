@@ -58,6 +58,9 @@ def _unguarded_call_line() -> int | None:
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return None  # not called from the main script's top level (a function, a REPL, pytest)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and (spec.name == "__main__" or spec.name.endswith(".__main__")):
+        return None  # `python -m pkg`: spawn never re-imports a package's __main__ (multiprocessing.spawn)
     path = _main_file()
     if path is None or os.path.abspath(frame.f_code.co_filename) != os.path.abspath(path):
         return None
