@@ -103,3 +103,14 @@ async def test_waiter_adopts_what_the_lease_holder_publishes(tmp_path: Path) -> 
     lease = _peer.acquire(tmp_path, "d.bin")
     asyncio.get_running_loop().call_later(0.05, _peer.release, lease)
     assert await _peer.wait_for_peer(tmp_path, "d.bin") is False
+
+
+def test_lease_of_a_nested_chunk_name(tmp_path: Path) -> None:
+    """Raw and Hub datasets name chunks with folders; the lease must work there too (it once spun)."""
+    from aiolit.streaming import _peer
+
+    lease = _peer.acquire(tmp_path, "train/part-0.parquet")
+    assert lease is not None and lease.parent == tmp_path / "train"
+    assert _peer.acquire(tmp_path, "train/part-0.parquet") is None
+    _peer.release(lease)
+    assert _peer.acquire(tmp_path / "missing-file", "x.bin") is not None  # parent made as needed

@@ -38,6 +38,10 @@ def _lease(directory: Path, name: str) -> Path:
 def acquire(directory: Path, name: str) -> Path | None:
     """Take the lease of chunk ``name``; None when another live process holds it."""
     lease = _lease(directory, name)
+    try:
+        lease.parent.mkdir(parents=True, exist_ok=True)  # chunk names may hold folders (raw, hf)
+    except OSError:
+        return None
     for _ in range(2):
         try:
             fd = os.open(lease, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -238,21 +238,25 @@ class Prefetcher:
         """Take the node-wide lease of ``name``, waiting while a peer process downloads it.
 
         Returns the lease (this process downloads), or None when a peer published the chunk
-        meanwhile (or the directory allows no lease): the caller then adopts or downloads.
+        meanwhile, when no lease can be had here, or when a live peer stays silent too long:
+        the caller then adopts the published file or downloads without the lease.
         """
         directory = self._cache.directory
-        while True:
+        held = directory / f"{name}{_peer.LEASE_SUFFIX}"
+        for _ in range(3):  # bounded: a lease that keeps changing hands is not worth more waits
             lease = _peer.acquire(directory, name)
             if lease is not None:
                 if self._cache.path(name).exists():  # published between our checks: no download
                     _peer.release(lease)
                     return None
                 return lease
+            if not held.exists():
+                return None  # no lease can be taken in this directory: download without one
             if await _peer.wait_for_peer(directory, name):
                 return None
-            if not (directory / f"{name}{_peer.LEASE_SUFFIX}").exists():
-                continue  # the peer gave up: take the lease
-            return None  # a live peer is too slow: download without the lease
+            if held.exists():
+                return None  # a live peer is too slow: download without the lease
+        return None
 
     def _trace_download(self, name: str, started: tuple[float, float], error: BaseException | None) -> None:
         attempt = self._attempts[name] = self._attempts.get(name, 0) + 1
