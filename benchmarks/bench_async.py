@@ -339,7 +339,9 @@ def main() -> None:
     try:
         if {"s3", "aget"} & set(cases):
             server = start_seaweedfs()
-            proxy, port = start_proxy(int(server.endpoint.rsplit(":", 1)[1]), args.rtt_ms)
+            stats = os.path.join(root, "proxy-stats.json")
+            proxy_args = argparse.Namespace(rtt_ms=args.rtt_ms, mbps=0)
+            proxy, port = start_proxy(int(server.endpoint.rsplit(":", 1)[1]), proxy_args, stats, None)
             env.update(server.env)
             opts = {**server.storage_options, "endpoint_url": f"http://127.0.0.1:{port}"}
             bucket = server.new_bucket("bench")
