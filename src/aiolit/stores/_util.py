@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from aiolit.errors import StoreError
@@ -98,6 +99,67 @@ async def gather_bounded(factories: Sequence[Callable[[], Awaitable[C]]], limit:
     return results  # type: ignore[return-value]
 
 
+class _LoopExit:
+    """Closers to run when a caller's event loop shuts down (``asyncio.run`` returning).
+
+    An ``async for`` left by ``break`` is closed by a task the loop creates when the iterator is
+    collected, and ``asyncio.run`` cancels every task still pending when the main coroutine
+    returns: a close in flight then, or not yet started, would leave its HTTP session open. The
+    loop's last step before it closes is ``shutdown_asyncgens()``, which finishes every async
+    generator still alive on it; one kept alive here runs the closers left at that point.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.closers: dict[int, Callable[[], Awaitable[None]]] = {}
+        self.keeper = self._keep()
+        _step(self.keeper)  # first iteration on this loop: the loop now tracks the generator
+
+    async def _keep(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            for closer in list(self.closers.values()):
+                with contextlib.suppress(Exception):
+                    await closer()
+            self.closers.clear()
+            _EXITS.pop(id(self.loop), None)
+
+
+def _step(agen: AsyncGenerator[None, None]) -> None:
+    # Advance an async generator whose step does not await (to its yield, or to its end).
+    with contextlib.suppress(StopIteration, StopAsyncIteration):
+        agen.asend(None).send(None)
+
+
+_EXITS: dict[int, _LoopExit] = {}
+
+
+def close_at_loop_exit(loop: asyncio.AbstractEventLoop, closer: Callable[[], Awaitable[None]]) -> None:
+    """Run ``closer`` when ``loop`` shuts down, unless :func:`forget_at_loop_exit` comes first."""
+    from aiolit import _loop
+
+    if _loop.in_loop_thread() or sys.get_asyncgen_hooks().finalizer is None:
+        return  # aiolit's own loop closes its clients itself; a loop without hooks cannot tell us
+    hook = _EXITS.get(id(loop))
+    if hook is None or hook.loop is not loop:
+        hook = _EXITS[id(loop)] = _LoopExit(loop)
+    hook.closers[id(closer)] = closer
+
+
+def forget_at_loop_exit(
+    loop: asyncio.AbstractEventLoop | None, closer: Callable[[], Awaitable[None]]
+) -> None:
+    """``closer`` has run: drop it (and the loop's keeper once it holds nothing)."""
+    hook = _EXITS.get(id(loop))
+    if hook is None or hook.loop is not loop:
+        return
+    hook.closers.pop(id(closer), None)
+    if not hook.closers:
+        del _EXITS[id(loop)]
+        _step(hook.keeper)  # ends it here and now: nothing is left for the loop to finalize
+
+
 class LoopLocal(Generic[C]):
     """One lazily built client per (process, event loop).
 
@@ -140,6 +202,7 @@ class LoopLocal(Generic[C]):
             self._discard()
             client, closer = await create()
             self._client, self._closer, self._loop, self._pid = client, closer, loop, os.getpid()
+            close_at_loop_exit(loop, closer)
             return client
 
     def _discard(self) -> None:
@@ -153,7 +216,7 @@ class LoopLocal(Generic[C]):
             return
         if old_loop.is_running() and not old_loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                asyncio.run_coroutine_threadsafe(_call(closer), old_loop)
+                asyncio.run_coroutine_threadsafe(_call(closer, old_loop), old_loop)
 
     async def aclose(self) -> None:
         """Close the client if it belongs to the running loop; otherwise just forget it."""
@@ -161,10 +224,12 @@ class LoopLocal(Generic[C]):
         if self._current(loop) is not None and self._closer is not None:
             closer = self._closer
             self._client = self._closer = self._loop = None
-            await closer()
+            await closer()  # cancelled midway: the loop's exit finishes it (the close is idempotent)
+            forget_at_loop_exit(loop, closer)
         else:
             self._discard()
 
 
-async def _call(fn: Callable[[], Awaitable[None]]) -> None:
+async def _call(fn: Callable[[], Awaitable[None]], loop: asyncio.AbstractEventLoop) -> None:
     await fn()
+    forget_at_loop_exit(loop, fn)
