@@ -26,6 +26,7 @@ from torch.utils.data.dataloader import _BaseDataLoaderIter, _MultiProcessingDat
 
 from aiolit import _trace
 from aiolit.errors import StateDictError
+from aiolit.streaming._bundle import Bundle, Unbundle
 from aiolit.streaming._wrapper import StreamingWrapper
 from aiolit.streaming.dataset import StreamingDataset
 
@@ -102,8 +103,8 @@ class _TraceCollate:
         _trace.complete("collate", "dataloader", started, _trace.now())
         left = _worker_profile.get("left")
         if left is not None:
-            _worker_profile["left"] = left = left - 1
-            if left == 0:
+            _worker_profile["left"] = left = left - (len(data.rows) if type(data) is Bundle else 1)
+            if left <= 0:
                 # The last profiled batch of this worker: the file must exist before the main
                 # process receives this batch.
                 _trace.flush()
@@ -429,6 +430,10 @@ class StreamingDataLoader(DataLoader[Any]):
             self.worker_init_fn, self.collate_fn = saved
         if session is not None:
             session.bind(iterator)
+        if self._dataset_batches and self.num_workers and not self._unordered():
+            iterator = Unbundle(
+                iterator, lambda it=iterator: it._aiolit_worker, self.num_workers, self._first_worker
+            )
         step = self.batch_size or 1
         unordered = self._unordered()
         if len(self._worker_batches) != max(1, self.num_workers):
@@ -472,7 +477,9 @@ class StreamingDataLoader(DataLoader[Any]):
             # Workers copy the dataset (and a single-process iterator calls iter(dataset)) while
             # the iterator is built: only the loader's own iterators see the flag.
             assert isinstance(ds, StreamingDataset)
-            ds._loader_batch = (self.batch_size or 1, not self.pin_memory)
+            # Bundles only where the round-robin is known (in order); see _bundle.
+            bundle = bool(self.num_workers) and not self._unordered()
+            ds._loader_batch = (self.batch_size or 1, not self.pin_memory, bundle)
             try:
                 return super().__iter__()
             finally:

@@ -22,6 +22,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from aiolit.format import check_encryption
 from aiolit.streaming import _state
+from aiolit.streaming._bundle import MAX_BATCHES, MAX_BYTES, Packer
 from aiolit.streaming._cache import parse_size
 from aiolit.streaming._plan import EpochPlan, Interval, ResumePlan, Topology, chunk_intervals
 from aiolit.streaming._resolve import Dir, resolve_dir
@@ -263,9 +264,9 @@ class StreamingDataset(IterableDataset[Any]):
         self.current_epoch = 1
         self.batch_size = 1
         self.num_workers = 0
-        # (batch_size, batches may travel as numpy arrays): set by StreamingDataLoader while it
-        # starts an iterator with torch's batching off.
-        self._loader_batch: tuple[int, bool] | None = None
+        # (batch_size, batches may travel as numpy arrays[, in bundles]): set by
+        # StreamingDataLoader while it starts an iterator with torch's batching off.
+        self._loader_batch: tuple[int, bool] | tuple[int, bool, bool] | None = None
         self._resume: dict[str, Any] | None = None
         # (epoch, segments): that epoch was interrupted under other topologies and resumes
         # elastically (see _state.elastic_plan); other epochs plan as usual.
@@ -462,7 +463,7 @@ class StreamingDataset(IterableDataset[Any]):
         if self._loader_batch is None:
             return self._iter_at(None)
         # A StreamingDataLoader that switched torch's batching off: yield its batches.
-        size, by_value = self._loader_batch
+        size, by_value, *bundle = self._loader_batch
         if not self._can_batch_tokens():
             return self._collated(size)
         loader = self.item_loader
@@ -471,6 +472,11 @@ class StreamingDataset(IterableDataset[Any]):
         # memory (one fd handshake each): those are numpy arrays the loader turns into tensors.
         row_bytes = loader.block_size * loader.dtype.itemsize
         as_numpy = by_value and get_worker_info() is not None and size * row_bytes <= _PIPE_BYTES
+        cap = min(MAX_BATCHES, MAX_BYTES // (size * row_bytes))
+        if by_value and bundle and bundle[0] and cap > 1 and get_worker_info() is not None:
+            # Several batches per message: torch's per-item cost would bound the epoch (_bundle).
+            packer = Packer(loader.batch_buffer, size, cap)
+            return packer.bundles(self._iter_at(None, batch=size, new=packer.new))
         return self._iter_at(None, batch=size, as_numpy=as_numpy)
 
     def _can_batch_tokens(self) -> bool:
@@ -504,12 +510,18 @@ class StreamingDataset(IterableDataset[Any]):
             samples.close()  # type: ignore[attr-defined]
 
     def _iter_at(
-        self, at: tuple[int, int] | None, *, batch: int | None = None, as_numpy: bool = False
+        self,
+        at: tuple[int, int] | None,
+        *,
+        batch: int | None = None,
+        as_numpy: bool = False,
+        new: Callable[[int], tuple[Any, Any]] | None = None,
     ) -> Iterator[Any]:
         """This worker's samples; ``at=(epoch, skip)``: of ``epoch`` after the first ``skip``.
 
         ``batch``: yield this worker's batches of that many token blocks, each one tensor
-        (a numpy array with ``as_numpy``; see :meth:`_can_batch_tokens`), instead of the blocks.
+        (a numpy array with ``as_numpy``; see :meth:`_can_batch_tokens`), instead of the blocks;
+        ``new(rows)`` -> ``(batch, numpy view)`` allocates them instead (``Packer.new``).
         """
         run = self._new_run(at)
         if batch is None:
@@ -518,10 +530,10 @@ class StreamingDataset(IterableDataset[Any]):
             loader = self.item_loader
             assert isinstance(loader, TokensLoader)
 
-            def new(rows: int) -> tuple[Any, Any]:
+            def alloc(rows: int) -> tuple[Any, Any]:
                 return loader.batch_buffer(rows, as_numpy=as_numpy)
 
-            walk = run.walk_batches(batch, new, loader.copy_blocks)
+            walk = run.walk_batches(batch, new or alloc, loader.copy_blocks)
             if self.source.range_readable and self.read_early:
                 assert loader.block_size is not None
                 run.read_early(batch, loader.dtype.itemsize, loader.block_size)
