@@ -26,7 +26,7 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["LEASE_SUFFIX", "acquire", "release", "wait_for_peer"]
+__all__ = ["LEASE_SUFFIX", "acquire", "release", "wait_for_peer", "wait_published"]
 
 LEASE_SUFFIX = ".tmp.lease"
 
@@ -106,3 +106,30 @@ async def wait_for_peer(directory: Path, name: str, *, timeout: float = 120.0) -
             return False
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+async def wait_published(
+    directory: Path, names: list[str], *, grace: float = 2.0, timeout: float = 30.0
+) -> None:
+    """Wait until the chunks ``names`` are in ``directory`` (co-workers are downloading them).
+
+    Used to let the chunks whose batches are due first have the link (see ``Run``). Gives up on
+    a chunk whose download has not begun after ``grace`` seconds (no lease: its worker is not
+    fetching it, or it was published and evicted since) and on all of them after ``timeout``:
+    a wait that only orders downloads never turns into a hang.
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    delay = 0.005
+    left = list(names)
+    while left:
+        elapsed = loop.time() - start
+        left = [
+            n
+            for n in left
+            if not (directory / n).exists() and (elapsed < grace or _lease(directory, n).exists())
+        ]
+        if not left or elapsed >= timeout:
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)

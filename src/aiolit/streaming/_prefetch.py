@@ -78,6 +78,8 @@ class Prefetcher:
         # A chunk that downloads alone: look-ahead starts once it is in (a cold start's first
         # chunk, split into parallel range GETs, gets the whole link before the reader's next).
         self.alone: str | None = None
+        # Awaited by every download before it starts (Run: let co-workers' first chunks go first).
+        self.gate: Callable[[str], Awaitable[None]] | None = None
         self.downloads = 0  # chunks fetched, for tests and profiling
         self._attempts: dict[str, int] = {}  # downloads started per chunk (kept while tracing)
 
@@ -211,6 +213,8 @@ class Prefetcher:
         started = (_trace.now(), self.next_use(name) - self._pos) if _trace.on else None
         lease = None
         try:
+            if self.gate is not None:
+                await self.gate(name)
             lease = await self._lease(name)
             if lease is not None or not self._cache.adopt_published(name, self._sizes[name]):
                 await self._fetch(name, tmp)

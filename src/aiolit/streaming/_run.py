@@ -11,11 +11,13 @@ decoded in the consumer's thread with no loop hop.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiolit import _trace
+from aiolit.streaming import _peer
 from aiolit.streaming._prefetch import Prefetcher
 from aiolit.streaming._source import DataSource, OpenChunk, finish_through_cancel
 
@@ -111,6 +113,10 @@ class Run:
         self.loop: asyncio.AbstractEventLoop | None = None  # set while holding that loop's store
         self._closing: asyncio.Future[None] | None = None
         self.early_left = 0  # see read_early
+        # (chunks of the first batches of the workers before this one, of all other workers):
+        # see yield_first.
+        self._first_of_peers: tuple[list[int], list[int]] = ([], [])
+        self._peers_in: asyncio.Future[None] | None = None
         self.served_early = False
         self._block = (0, 0)
 
@@ -121,6 +127,32 @@ class Run:
         chunk of the first batch is still downloading, its blocks are read by range instead.
         """
         self.early_left, self._block = items, (itemsize, block_size)
+
+    def yield_first(self, before: list[int], others: list[int]) -> None:
+        """Let co-workers' first chunks have the link first (a cold start of whole chunks).
+
+        A DataLoader takes batch 0 from worker 0, batch 1 from worker 1, ...: when every worker
+        fetches its first chunk at once, the first batch waits for all of them. With this, the
+        first chunk of this worker downloads once those of the workers ``before`` it (their
+        first chunks) are in the cache, and its look-ahead once the ``others``' are. Not when
+        early range reads fed the first batch (token datasets).
+        """
+        self._first_of_peers = (before, others)
+
+    async def _gate(self, first: str | None, name: str) -> None:
+        before, others = self._first_of_peers
+        if self.served_early or not others:
+            return
+        assert self.prefetcher is not None
+        directory = self.prefetcher._cache.directory
+        names = self.source.names
+        if name == first:
+            await _peer.wait_published(directory, [names[c] for c in before if names[c] != name])
+            return
+        if self._peers_in is None:
+            wanted = [names[c] for c in others if names[c] != first]
+            self._peers_in = asyncio.ensure_future(_peer.wait_published(directory, wanted))
+        await asyncio.shield(self._peers_in)
 
     def walk(self, *, pause: bool = False) -> Generator[Any, OpenChunk | None, None]:
         """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks.
@@ -253,6 +285,8 @@ class Run:
                 cache, uses, source.sizes(), fetch, depth=self.depth, start=self.start[0]
             )
             self.prefetcher.alone = first  # see open_sync: not when early reads feed the reader
+            if self._first_of_peers[1]:
+                self.prefetcher.gate = functools.partial(self._gate, first)
         return self.prefetcher
 
     def open_sync(self, step: int, items: npt.NDArray[np.int64] | None = None) -> OpenChunk:

@@ -386,7 +386,7 @@ class StreamingDataset(IterableDataset[Any]):
         else:
             plan = self._plan(topology, epoch)
         produce_many, finish = self._batch_producer()
-        return Run(
+        run = Run(
             plan.worker(worker_id),
             start,
             self.source,
@@ -396,6 +396,16 @@ class StreamingDataset(IterableDataset[Any]):
             produce_many=produce_many,
             finish=finish,
         )
+        if start == (0, 0) and topology.num_workers > 1 and not self.source.in_place:
+            # The loader takes batch 0 from worker 0, batch 1 from worker 1...: their first
+            # chunks go first, in that order (Run.yield_first).
+            firsts = [
+                plan.worker(w).steps[0].chunk if plan.worker(w).steps else -1
+                for w in range(topology.num_workers)
+            ]
+            others = [c for w, c in enumerate(firsts) if w != worker_id and c >= 0]
+            run.yield_first([c for c in firsts[:worker_id] if c >= 0], others)
+        return run
 
     def _batch_producer(
         self,
