@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["LEASE_SUFFIX", "acquire", "release", "wait_for_peer", "wait_published"]
@@ -109,14 +110,19 @@ async def wait_for_peer(directory: Path, name: str, *, timeout: float = 120.0) -
 
 
 async def wait_published(
-    directory: Path, names: list[str], *, grace: float = 2.0, timeout: float = 30.0
+    directory: Path,
+    names: list[str],
+    *,
+    grace: float = 2.0,
+    timeout: float = 30.0,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """Wait until the chunks ``names`` are in ``directory`` (co-workers are downloading them).
 
     Used to let the chunks whose batches are due first have the link (see ``Run``). Gives up on
     a chunk whose download has not begun after ``grace`` seconds (no lease: its worker is not
     fetching it, or it was published and evicted since) and on all of them after ``timeout``:
-    a wait that only orders downloads never turns into a hang.
+    a wait that only orders downloads never turns into a hang. ``stop()`` true ends it too.
     """
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -129,7 +135,7 @@ async def wait_published(
             for n in left
             if not (directory / n).exists() and (elapsed < grace or _lease(directory, n).exists())
         ]
-        if not left or elapsed >= timeout:
+        if not left or elapsed >= timeout or (stop is not None and stop()):
             return
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)

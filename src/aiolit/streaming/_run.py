@@ -116,7 +116,7 @@ class Run:
         # (chunks of the first batches of the workers before this one, of all other workers):
         # see yield_first.
         self._first_of_peers: tuple[list[int], list[int]] = ([], [])
-        self._peers_in: asyncio.Future[None] | None = None
+        self._peers_in = False  # the look-ahead no longer waits for co-workers' first chunks
         self.served_early = False
         self._block = (0, 0)
 
@@ -128,31 +128,36 @@ class Run:
         """
         self.early_left, self._block = items, (itemsize, block_size)
 
-    def yield_first(self, before: list[int], others: list[int]) -> None:
+    def yield_first(self, before: list[int], after: list[int]) -> None:
         """Let co-workers' first chunks have the link first (a cold start of whole chunks).
 
         A DataLoader takes batch 0 from worker 0, batch 1 from worker 1, ...: when every worker
         fetches its first chunk at once, the first batch waits for all of them. With this, the
-        first chunk of this worker downloads once those of the workers ``before`` it (their
-        first chunks) are in the cache, and its look-ahead once the ``others``' are. Not when
-        early range reads fed the first batch (token datasets).
+        first chunk of this worker downloads once the first chunks of the workers ``before`` it
+        are in the cache, and its look-ahead once those of the workers ``after`` it are (they
+        cannot be evicted meanwhile: their batches are due before this worker's next chunk is).
+        Not when early range reads fed the first batch (token datasets).
         """
-        self._first_of_peers = (before, others)
+        self._first_of_peers = (before, after)
 
     async def _gate(self, first: str | None, name: str) -> None:
-        before, others = self._first_of_peers
-        if self.served_early or not others:
+        prefetcher = self.prefetcher
+        if self.served_early or self._peers_in or prefetcher is None:
             return
-        assert self.prefetcher is not None
-        directory = self.prefetcher._cache.directory
+        before, after = self._first_of_peers
         names = self.source.names
+        wanted = [names[c] for c in (before if name == first else after) if names[c] not in (name, first)]
         if name == first:
-            await _peer.wait_published(directory, [names[c] for c in before if names[c] != name])
+            if wanted:
+                await _peer.wait_published(prefetcher._cache.directory, wanted)
             return
-        if self._peers_in is None:
-            wanted = [names[c] for c in others if names[c] != first]
-            self._peers_in = asyncio.ensure_future(_peer.wait_published(directory, wanted))
-        await asyncio.shield(self._peers_in)
+
+        def needed() -> bool:  # the reader waits for this chunk now: the look-ahead is over
+            return prefetcher.next_use(name) <= prefetcher._pos
+
+        if wanted and not needed():
+            await _peer.wait_published(prefetcher._cache.directory, wanted, stop=needed)
+        self._peers_in = True
 
     def walk(self, *, pause: bool = False) -> Generator[Any, OpenChunk | None, None]:
         """Yield this worker's samples from ``start`` on; yields :class:`Need` for unopened chunks.
@@ -285,7 +290,7 @@ class Run:
                 cache, uses, source.sizes(), fetch, depth=self.depth, start=self.start[0]
             )
             self.prefetcher.alone = first  # see open_sync: not when early reads feed the reader
-            if self._first_of_peers[1]:
+            if any(self._first_of_peers):
                 self.prefetcher.gate = functools.partial(self._gate, first)
         return self.prefetcher
 

@@ -403,8 +403,9 @@ class StreamingDataset(IterableDataset[Any]):
                 plan.worker(w).steps[0].chunk if plan.worker(w).steps else -1
                 for w in range(topology.num_workers)
             ]
-            others = [c for w, c in enumerate(firsts) if w != worker_id and c >= 0]
-            run.yield_first([c for c in firsts[:worker_id] if c >= 0], others)
+            run.yield_first(
+                [c for c in firsts[:worker_id] if c >= 0], [c for c in firsts[worker_id + 1 :] if c >= 0]
+            )
         return run
 
     def _batch_producer(
