@@ -12,7 +12,9 @@ the loop itself spent. Cases, each in a fresh child process (everything on 127.0
 2. the same datasets on S3 (SeaweedFS behind ``latency_proxy.py``, ``--rtt-ms`` of round trip);
 3. a burst of 200 concurrent ``await ds.aget(i)`` on the S3 dataset, twice (cold: chunk offsets
    unknown; warm: same chunks, other items): calls/s, HTTP requests per call (counted by a
-   :class:`aiolit.testing.FaultyStore` around the real S3 store), loop CPU per call, lag;
+   :class:`aiolit.testing.FaultyStore` around the real S3 store), loop CPU per call, lag, and
+   the full garbage collections that ran during the burst (in any thread: a pause of the whole
+   process; ``--gc-freeze`` calls ``gc.freeze()`` after start-up, as a service may);
 4. ``optimize_async`` with an ``async def fn`` that awaits 20 ms per input: the concurrency it
    reached against ``max_concurrency``, and the lag.
 
@@ -176,13 +178,46 @@ async def case_iterate(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class GcPauses:
+    """Full (generation 2) garbage collections while active, in any thread: count and longest."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._start = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._start)
+
+    def __enter__(self) -> GcPauses:
+        import gc
+
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import gc
+
+        gc.callbacks.remove(self._callback)
+
+    def report(self) -> dict[str, float]:
+        return {"gc2": len(self.pauses), "gc2_max_ms": max(self.pauses, default=0.0) * 1e3}
+
+
 async def case_aget(spec: dict[str, Any]) -> dict[str, Any]:
+    import gc
     import random
 
     from aiolit.streaming import StreamingDataset
 
     made = _counting_s3()
     ds = StreamingDataset(spec["url"], storage_options=spec["opts"], cache_dir=spec["cache"])
+    if spec.get("gc_freeze"):
+        gc.freeze()  # what a service may do after start-up: long-lived objects leave full GCs
     rng = random.Random(0)
     # Items of the first few chunks, so the second burst reads chunks whose offsets are known.
     pool = list(range(min(len(ds), spec["pool"])))
@@ -190,12 +225,14 @@ async def case_aget(spec: dict[str, Any]) -> dict[str, Any]:
     for name in ("cold", "warm"):
         ids = rng.sample(pool, spec["calls"])
         before = _requests(made)
-        async with Heartbeat() as hb:
-            got = await asyncio.gather(*(ds.aget(i) for i in ids))
+        with GcPauses() as gcp:
+            async with Heartbeat() as hb:
+                got = await asyncio.gather(*(ds.aget(i) for i in ids))
         assert [g["index"] for g in got] == ids
         r = hb.report()
         out[name] = {
             **r,
+            **gcp.report(),
             "calls_per_s": len(ids) / hb.wall,
             "requests_per_call": (_requests(made) - before) / len(ids),
             "loop_cpu_ms_per_call": r["loop_cpu_s"] * 1e3 / len(ids),
@@ -299,6 +336,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; medians are reported")
     parser.add_argument("--cases", default="local,s3,aget,optimize")
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="aget: gc.freeze() after start-up, as a service may"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -361,6 +401,7 @@ def main() -> None:
                 "opts": opts,
                 "calls": args.calls,
                 "pool": 3000,
+                "gc_freeze": args.gc_freeze,
             }
             r = repeat(spec)
             for name in ("cold", "warm"):
@@ -371,7 +412,8 @@ def main() -> None:
                 print(
                     f"aget x{args.calls} {name}: {c['calls_per_s']:6.0f} calls/s  "
                     f"{c['requests_per_call']:.2f} requests/call  "
-                    f"loop CPU {c['loop_cpu_ms_per_call']:.2f} ms/call  {fmt_lag(c)}"
+                    f"loop CPU {c['loop_cpu_ms_per_call']:.2f} ms/call  {fmt_lag(c)}  "
+                    f"full GCs {c['gc2']:.0f} (longest {c['gc2_max_ms']:.0f} ms)"
                 )
     finally:
         if proxy is not None:
