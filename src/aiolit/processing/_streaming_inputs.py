@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -54,10 +55,11 @@ def adapt_streaming_inputs(
     ValueError
         ``batch_size`` or ``weights`` with a loader (as LitData: batch with the loader instead).
     """
-    from aiolit.streaming.dataloader import StreamingDataLoader
-    from aiolit.streaming.dataset import StreamingDataset
-
-    if isinstance(inputs, StreamingDataLoader):
+    # Inputs can only be these classes once their modules are loaded: importing them here would
+    # import torch (seconds, on the caller's loop in optimize_async) for every plain input.
+    loader_module = sys.modules.get("aiolit.streaming.dataloader")
+    dataset_module = sys.modules.get("aiolit.streaming.dataset")
+    if loader_module is not None and isinstance(inputs, loader_module.StreamingDataLoader):
         if batch_size is not None:
             raise ValueError(
                 f"{name}(inputs=StreamingDataLoader): pass the batch_size to the dataloader, not to {name}()"
@@ -65,7 +67,7 @@ def adapt_streaming_inputs(
         if weights is not None:
             raise ValueError(f"{name}(inputs=StreamingDataLoader) does not take weights")
         return fn, _LoaderBatches(inputs), True
-    if isinstance(inputs, StreamingDataset):
+    if dataset_module is not None and isinstance(inputs, dataset_module.StreamingDataset):
         if is_async:
             return fn, iter(inputs), True
         return _ReadSample(inputs, fn), list(range(len(inputs))), False
