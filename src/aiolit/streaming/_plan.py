@@ -470,23 +470,32 @@ class EpochPlan:
         g = topo.global_worker_id(worker_id, rank)
         # The worker owns items [lo, hi) of the walk over the (permuted) intervals.
         lo, hi = int(self._bounds[g]), int(self._bounds[g + 1])
-        steps: list[Interval] = []
-        keys: list[int] = []
-        j = int(np.searchsorted(self._ends, lo, side="right"))
-        while lo < hi:
-            iv = self.intervals[j]
-            walk_start = int(self._ends[j]) - iv.size
-            take = min(hi, int(self._ends[j])) - lo
-            if take > 0:  # user-built interval lists may hold empty intervals
-                first = iv.start + lo - walk_start
-                steps.append(Interval(iv.chunk, first, first + take))
-                keys.append(int(self._keys[j]))
-                lo += take
-            j += 1
+        if lo >= hi:
+            return WorkerPlan([], np.zeros(0, np.int64) if self.shuffle else None, self.seed, self.epoch)
+        # Walk intervals j0..j1 hold items [lo, hi): whole ones in between (kept as they are, in
+        # O(1) Python work each: a pass over a dataset of many chunks starts with this on the
+        # caller's loop), cut ones at both ends. Empty intervals (user-built lists) are skipped;
+        # neither end can be one.
+        ends = self._ends
+        j0 = int(np.searchsorted(ends, lo, side="right"))
+        j1 = int(np.searchsorted(ends, hi, side="left"))
+        js = np.arange(j0, j1 + 1, dtype=np.int64)
+        if j1 - j0 > 1:
+            inner = np.flatnonzero(ends[j0 + 1 : j1] != ends[j0 : j1 - 1]) + (j0 + 1)
+            js = np.concatenate([js[:1], inner, js[-1:]])
+        intervals = self.intervals
+        steps = [intervals[j] for j in js.tolist()]
+        for pos, j in ((0, j0), (len(steps) - 1, j1)):
+            iv = intervals[j]
+            walk_start = int(ends[j]) - iv.size
+            first = iv.start + max(lo, walk_start) - walk_start
+            last = iv.start + min(hi, int(ends[j])) - walk_start
+            if (first, last) != (iv.start, iv.end):
+                steps[pos] = Interval(iv.chunk, first, last)
         streams = None
         if self.shuffle:
             starts = np.fromiter((s.start for s in steps), dtype=np.int64, count=len(steps))
-            streams = ((np.asarray(keys, dtype=np.int64) + 1) << _STREAM_SHIFT) | starts
+            streams = ((self._keys[js] + 1) << _STREAM_SHIFT) | starts
         return WorkerPlan(steps, streams, self.seed, self.epoch)
 
 

@@ -42,6 +42,28 @@ _DECODE_INLINE_BYTES = 1 << 20
 # and the most samples it decodes between two looks at the clock (fast samples).
 _SLICE = 0.001
 _MAX_BATCH = 256
+# Chunk pieces (intervals) above which ``async for`` builds a pass's plan off the loop.
+_PLAN_INLINE = 2000
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _hand_back() -> asyncio.Future[None]:
+    """Let the loop run what is due now before the caller's next stretch: await the result.
+
+    ``await asyncio.sleep(0)`` is not enough: a task sleeping until a deadline that has passed
+    wakes two loop iterations later (its timer fires, then the task's step is scheduled), and the
+    caller, queued first, would run a whole stretch in each. A timer due now fires after every
+    timer already due, and wakes the caller after the tasks those timers wake (and after the
+    tasks woken by the I/O ready now): the loop lag this costs others is one stretch.
+    """
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    loop.call_at(loop.time(), _wake, waiter)
+    return waiter
 
 
 def _distributed() -> tuple[int, int]:
@@ -549,12 +571,21 @@ class StreamingDataset(IterableDataset[Any]):
 
     async def _aiter_at(self, at: tuple[int, int] | None) -> AsyncIterator[Any]:
         """:meth:`_iter_at` for ``async for``."""
-        run = self._new_run(at)
+        # A pass starts with a hand-back, so the end of the previous pass (up to a slice) and
+        # this one's setup (the plan: O(chunks)) are two stretches, not one.
+        await _hand_back()
+        clock = time.perf_counter
+        if len(self.intervals) > _PLAN_INLINE:
+            # The plan costs ~1 us of CPU per chunk: for many chunks it is built in a thread
+            # (the loop then waits at most a GIL switch interval for its turn).
+            run = await asyncio.to_thread(self._new_run, at)
+            last = clock()
+        else:
+            last = clock()
+            run = self._new_run(at)
+        due = last + _SLICE
         walk = run.walk(pause=True)
         reply: OpenChunk | None = None
-        clock = time.perf_counter
-        last = clock()
-        due = last + _SLICE
         try:
             while True:
                 try:
@@ -564,9 +595,10 @@ class StreamingDataset(IterableDataset[Any]):
                 reply = None
                 if type(out) is Need:
                     if out.step >= 0:
+                        # Opening an in-place (or already downloaded) chunk does not suspend:
+                        # the slice goes on (`due` stays); only the pace is measured anew.
                         reply = await run.open_async(out.step)
                         last = clock()
-                        due = last + _SLICE
                         continue
                     # A batch of samples (decode and the consumer's work) is done. Keep a batch
                     # well under _SLICE, and hand the loop back once _SLICE has passed.
@@ -576,7 +608,7 @@ class StreamingDataset(IterableDataset[Any]):
                         max(1, min(_MAX_BATCH, int(_SLICE / 4 / per_item))) if per_item > 0 else _BATCH
                     )
                     if now >= due:
-                        await asyncio.sleep(0)
+                        await _hand_back()
                         now = clock()
                         due = now + _SLICE
                     last = now
