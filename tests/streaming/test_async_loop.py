@@ -72,6 +72,25 @@ async def test_slow_samples_hand_the_loop_back_after_each_one(make_dataset: Any)
     assert sum(1 for g in gaps[33:] if g) >= len(items) - 34
 
 
+async def test_many_small_chunks_do_not_restart_the_slice(make_dataset: Any) -> None:
+    # Opening an in-place chunk does not suspend, so it must not restart the slice: with chunks
+    # shorter than a slice, the loop would otherwise never be handed back during the pass.
+    path, items = make_dataset(120, chunk_size=2)
+
+    def slow(sample: Any) -> Any:  # 0.2 ms per sample: a chunk is well under the 1 ms slice
+        time.sleep(0.0002)
+        return sample
+
+    samples, gaps = await ticks_between_samples(StreamingDataset(path, transform=slow))
+    assert samples == items
+    # Five samples take at least a slice: never more than five in a row without a hand-back.
+    longest = run = 0
+    for g in gaps:
+        run = 0 if g else run + 1
+        longest = max(longest, run)
+    assert longest <= 5, gaps
+
+
 async def test_a_task_whose_timer_is_due_runs_at_every_hand_back(make_dataset: Any) -> None:
     # A sleeping task (a heartbeat, a timeout) whose deadline passed during a slice runs at the
     # next hand-back, before the iterator's next slice: not two slices later, as it would after
