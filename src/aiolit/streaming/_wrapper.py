@@ -14,15 +14,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import IterableDataset
-
+from aiolit._torch import worker_info
 from aiolit.errors import StateDictError
 from aiolit.streaming import _state
 from aiolit.streaming._foreign import ForeignDataset
 from aiolit.streaming._plan import Topology, samples_per_worker, worker_budgets
 from aiolit.streaming.dataset import StreamingDataset, _check_bool
+
+if TYPE_CHECKING:
+    from torch.utils.data import IterableDataset as _IterableBase
+else:
+    from aiolit._torch import IterableBase as _IterableBase
 
 __all__ = ["StreamingWrapper"]
 
@@ -33,7 +37,7 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-class StreamingWrapper(IterableDataset[Any]):
+class StreamingWrapper(_IterableBase[Any]):
     """Base of the dataset wrappers (not public).
 
     Parameters
@@ -347,10 +351,8 @@ class StreamingWrapper(IterableDataset[Any]):
         self.current_epoch += 1
 
     def __iter__(self) -> Iterator[Any]:
-        from torch.utils.data import get_worker_info
-
         topology, worker_id, epoch, skip = self._start()
-        main = get_worker_info() is None
+        main = worker_info() is None
         n = skip
         for item in self._stream(topology, worker_id, epoch, skip):
             if main:
