@@ -197,9 +197,8 @@ class StreamingWrapper(_IterableBase[Any]):
     def _load_extra(self, state: dict[str, Any]) -> None:
         """Read what :meth:`_save_extra` added."""
 
-    def _loader_stopped(self, n: int, num_workers: int, batch_size: int, epoch: int) -> None:
-        """A loader pass of ``epoch`` ended after ``n`` samples (counted as whole batches)."""
-        topology, _ = self._topology()
+    def _counts_after(self, topology: Topology, n: int, num_workers: int, batch_size: int, epoch: int) -> Any:
+        """What :meth:`_resume_counts` gives for a loader that yielded ``n`` samples of ``epoch``."""
         saved = self._resume
         self._resume = {
             "epoch": epoch,
@@ -208,9 +207,14 @@ class StreamingWrapper(_IterableBase[Any]):
             "batch_size": batch_size,
         }
         try:
-            _, counts = self._resume_counts(topology)
+            return self._resume_counts(topology)[1]
         finally:
             self._resume = saved
+
+    def _loader_stopped(self, n: int, num_workers: int, batch_size: int, epoch: int) -> None:
+        """A loader pass of ``epoch`` ended after ``n`` samples (counted as whole batches)."""
+        topology, _ = self._topology()
+        counts = self._counts_after(topology, n, num_workers, batch_size, epoch)
         self._stopped(topology, epoch, counts, epoch + 1)
         self._progress = None
 
@@ -489,17 +493,7 @@ class StreamingWrapper(_IterableBase[Any]):
     def _loader_state(self, n: int, num_workers: int, batch_size: int, epoch: int) -> dict[str, Any]:
         """LitData's loader state pieces after the loader yielded ``n`` (batches x batch_size)."""
         topology, _ = self._topology()
-        saved = self._resume
-        self._resume = {
-            "epoch": epoch,
-            "num_samples_yielded": n,
-            "num_workers": num_workers,
-            "batch_size": batch_size,
-        }
-        try:
-            _, counts = self._resume_counts(topology)
-        finally:
-            self._resume = saved
+        counts = self._counts_after(topology, n, num_workers, batch_size, epoch)
         yielded: dict[int, list[int]] = {}
         cycles: dict[int, list[int]] = {}
         totals = [0] * len(self._datasets)
