@@ -1,7 +1,7 @@
 """StreamingDataset: LitData's streaming dataset over aiolit's async engine.
 
-This module imports torch (the class is a ``torch.utils.data.IterableDataset``); ``import
-aiolit`` and ``import aiolit.streaming`` do not, they load this module on first use of the name.
+This module does not import torch: the class becomes a ``torch.utils.data.IterableDataset`` when
+torch is imported (:mod:`aiolit._torch`), so ``async for`` and ``aget`` run without paying for it.
 
 Iteration (sync or ``async for``) asks :mod:`aiolit.streaming._plan` for this worker's exact read
 order, keeps the next chunks downloading (:mod:`._prefetch`) into the cache (:mod:`._cache`) and
@@ -16,10 +16,9 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import IterableDataset, get_worker_info
-
+from aiolit._torch import worker_info as get_worker_info
 from aiolit.format import check_encryption
 from aiolit.streaming import _state
 from aiolit.streaming._cache import parse_size
@@ -28,6 +27,11 @@ from aiolit.streaming._resolve import Dir, resolve_dir
 from aiolit.streaming._run import _BATCH, Need, Run
 from aiolit.streaming._source import DataSource, OpenChunk
 from aiolit.streaming.item_loader import BaseItemLoader, ParquetLoader, PyTreeLoader, TokensLoader
+
+if TYPE_CHECKING:
+    from torch.utils.data import IterableDataset as _IterableBase
+else:
+    from aiolit._torch import IterableBase as _IterableBase
 
 __all__ = ["StreamingDataset"]
 
@@ -68,9 +72,10 @@ def _hand_back() -> asyncio.Future[None]:
 
 def _distributed() -> tuple[int, int]:
     """``(world_size, rank)`` from torch.distributed when initialised, else WORLD_SIZE/RANK env."""
-    import torch.distributed as dist
+    import sys
 
-    if dist.is_available() and dist.is_initialized():
+    dist = sys.modules.get("torch.distributed")  # never initialised if nobody imported it
+    if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("GLOBAL_RANK", os.environ.get("RANK", "0")))
@@ -97,7 +102,7 @@ def _warn_uneven_ranks(world_size: int) -> None:
     )
 
 
-class StreamingDataset(IterableDataset[Any]):
+class StreamingDataset(_IterableBase[Any]):
     """Stream an optimized (LitData-format) dataset from a local directory or an object store.
 
     Parameters
