@@ -27,8 +27,7 @@ from aiolit.stores import register_store
 from aiolit.stores._s3 import S3Store, _lazy_http_sessions
 from aiolit.streaming import StreamingDataset
 from aiolit.testing import FaultyStore
-from tests.streaming._data import write_dataset
-from tests.streaming.test_remote import upload
+from tests.streaming._data import upload, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = Path(aiolit.__file__).resolve().parents[1]  # the tree under test
