@@ -7,12 +7,15 @@ A heartbeat task on the caller's loop asks to wake every 5 ms and records how la
 loop lag a co-hosted service would see); ``time.thread_time()`` of the loop thread gives the CPU
 the loop itself spent. Cases, each in a fresh child process (everything on 127.0.0.1):
 
-1. ``async for`` over a local dataset of ``--samples`` small dict samples and over token blocks
-   (``TokensLoader``), read in place: throughput, lag max/p99, heartbeat ticks;
+1. ``async for`` over a local dataset of ``--samples`` small dict samples (in 1 MB chunks, and in
+   chunks of 10 samples: many chunks) and over token blocks (``TokensLoader``), read in place,
+   ``--epochs`` passes: throughput, lag max/p99/p50, heartbeat ticks;
 2. the same datasets on S3 (SeaweedFS behind ``latency_proxy.py``, ``--rtt-ms`` of round trip);
 3. a burst of 200 concurrent ``await ds.aget(i)`` on the S3 dataset, twice (cold: chunk offsets
    unknown; warm: same chunks, other items): calls/s, HTTP requests per call (counted by a
-   :class:`aiolit.testing.FaultyStore` around the real S3 store), loop CPU per call, lag;
+   :class:`aiolit.testing.FaultyStore` around the real S3 store), loop CPU per call, lag, and
+   the full garbage collections that ran during the burst (in any thread: a pause of the whole
+   process; ``--gc-freeze`` calls ``gc.freeze()`` after start-up, as a service may);
 4. ``optimize_async`` with an ``async def fn`` that awaits 20 ms per input: the concurrency it
    reached against ``max_concurrency``, and the lag.
 
@@ -83,6 +86,7 @@ class Heartbeat:
             "ticks": len(self.lags),
             "lag_max_ms": max(lags) * 1e3,
             "lag_p99_ms": p99 * 1e3,
+            "lag_p50_ms": lags[len(lags) // 2] * 1e3,
             "cpu_gap_max_ms": max(gaps) * 1e3,
             "cpu_gap_p99_ms": gaps[min(len(gaps) - 1, int(0.99 * len(gaps)))] * 1e3,
             "loop_cpu_s": self.cpu,
@@ -93,10 +97,13 @@ class Heartbeat:
 # -- datasets --------------------------------------------------------------------------------------
 
 
-def write_small(path: str, n: int) -> None:
+def write_small(path: str, n: int, chunk_size: int | None = None) -> None:
     from aiolit.format import ChunkWriter, merge_shards
 
-    writer = ChunkWriter(path, chunk_bytes=1 << 20)
+    if chunk_size is None:
+        writer = ChunkWriter(path, chunk_bytes=1 << 20)
+    else:
+        writer = ChunkWriter(path, chunk_size=chunk_size)
     for i in range(n):
         writer.add({"index": i, "label": i % 10, "text": f"sample {i} " * 8})
     writer.done()
@@ -176,13 +183,46 @@ async def case_iterate(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class GcPauses:
+    """Full (generation 2) garbage collections while active, in any thread: count and longest."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._start = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._start)
+
+    def __enter__(self) -> GcPauses:
+        import gc
+
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import gc
+
+        gc.callbacks.remove(self._callback)
+
+    def report(self) -> dict[str, float]:
+        return {"gc2": len(self.pauses), "gc2_max_ms": max(self.pauses, default=0.0) * 1e3}
+
+
 async def case_aget(spec: dict[str, Any]) -> dict[str, Any]:
+    import gc
     import random
 
     from aiolit.streaming import StreamingDataset
 
     made = _counting_s3()
     ds = StreamingDataset(spec["url"], storage_options=spec["opts"], cache_dir=spec["cache"])
+    if spec.get("gc_freeze"):
+        gc.freeze()  # what a service may do after start-up: long-lived objects leave full GCs
     rng = random.Random(0)
     # Items of the first few chunks, so the second burst reads chunks whose offsets are known.
     pool = list(range(min(len(ds), spec["pool"])))
@@ -190,12 +230,14 @@ async def case_aget(spec: dict[str, Any]) -> dict[str, Any]:
     for name in ("cold", "warm"):
         ids = rng.sample(pool, spec["calls"])
         before = _requests(made)
-        async with Heartbeat() as hb:
-            got = await asyncio.gather(*(ds.aget(i) for i in ids))
+        with GcPauses() as gcp:
+            async with Heartbeat() as hb:
+                got = await asyncio.gather(*(ds.aget(i) for i in ids))
         assert [g["index"] for g in got] == ids
         r = hb.report()
         out[name] = {
             **r,
+            **gcp.report(),
             "calls_per_s": len(ids) / hb.wall,
             "requests_per_call": (_requests(made) - before) / len(ids),
             "loop_cpu_ms_per_call": r["loop_cpu_s"] * 1e3 / len(ids),
@@ -283,7 +325,7 @@ def fmt_lag(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"ERROR {r['error']}"
     return (
-        f"lag max {r['lag_max_ms']:7.1f} ms  p99 {r['lag_p99_ms']:6.1f} ms  "
+        f"lag max {r['lag_max_ms']:7.1f} ms  p99 {r['lag_p99_ms']:6.1f} ms  p50 {r.get('lag_p50_ms', 0):5.1f} ms  "
         f"CPU between beats max {r.get('cpu_gap_max_ms', 0):6.1f} ms  p99 {r.get('cpu_gap_p99_ms', 0):5.1f} ms  "
         f"ticks {r['ticks']:5d}  "
         f"loop CPU {r['loop_cpu_s'] * 1e3:7.0f} ms  wall {r['wall_s'] * 1e3:7.0f} ms"
@@ -295,10 +337,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--block", type=int, default=256)
     parser.add_argument("--rtt-ms", type=float, default=20.0)
-    parser.add_argument("--epochs", type=int, default=5, help="local passes per run (more heartbeat ticks)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=40,
+        help="local passes per run: enough heartbeat ticks (several hundred) that the p99 is not the max",
+    )
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; medians are reported")
     parser.add_argument("--cases", default="local,s3,aget,optimize")
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="aget: gc.freeze() after start-up, as a service may"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -329,12 +379,17 @@ def main() -> None:
         return median_of(runs)
 
     if "local" in cases:
-        for kind, path in datasets.items():
-            r = repeat(
-                {"case": "iterate", "kind": kind, "url": path, "block": args.block, "epochs": args.epochs}
-            )
+        # The same small samples in chunks of 10 items: a pass's per-chunk work (plan, opens).
+        many = os.path.join(root, "many")
+        write_small(many, args.samples, chunk_size=10)
+        for kind, path in [*datasets.items(), ("many", many)]:
+            epochs = args.epochs if kind != "many" else max(1, args.epochs // 4)
+            r = repeat({"case": "iterate", "kind": kind, "url": path, "block": args.block, "epochs": epochs})
             rate = f"{r.get('samples_per_cpu_s', 0):9.0f} samples/CPU-s"
-            print(f"async for local {kind:6s} {args.samples} samples: {rate}  {fmt_lag(r)}")
+            label = f"{kind:6s} {args.samples} samples" + (
+                f" in {args.samples // 10} chunks" if kind == "many" else ""
+            )
+            print(f"async for local {label}: {rate}  {fmt_lag(r)}")
     server = proxy = None
     try:
         if {"s3", "aget"} & set(cases):
@@ -361,6 +416,7 @@ def main() -> None:
                 "opts": opts,
                 "calls": args.calls,
                 "pool": 3000,
+                "gc_freeze": args.gc_freeze,
             }
             r = repeat(spec)
             for name in ("cold", "warm"):
@@ -371,7 +427,8 @@ def main() -> None:
                 print(
                     f"aget x{args.calls} {name}: {c['calls_per_s']:6.0f} calls/s  "
                     f"{c['requests_per_call']:.2f} requests/call  "
-                    f"loop CPU {c['loop_cpu_ms_per_call']:.2f} ms/call  {fmt_lag(c)}"
+                    f"loop CPU {c['loop_cpu_ms_per_call']:.2f} ms/call  {fmt_lag(c)}  "
+                    f"full GCs {c['gc2']:.0f} (longest {c['gc2_max_ms']:.0f} ms)"
                 )
     finally:
         if proxy is not None:

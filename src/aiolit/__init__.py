@@ -5,7 +5,7 @@ their arguments are LitData's, plus the async ones (``optimize_async``, ``map_as
 ``async for sample in dataset``, ``await dataset.aget(i)``).
 
 ``import aiolit`` never imports torch. Names are loaded lazily on first access, so
-``aiolit.optimize`` or ``aiolit.FernetEncryption`` stay torch-free, while
+``aiolit.optimize``, ``aiolit.StreamingDataset`` or ``aiolit.FernetEncryption`` stay torch-free, while
 ``aiolit.StreamingDataLoader`` (a ``torch.utils.data.DataLoader``) imports torch when first used.
 """
 

@@ -91,3 +91,36 @@ async def test_async_fn_exception(tmp_path: Path) -> None:
     assert "KeyError: 'no such page'" in str(info.value)
     assert not os.path.exists(tmp_path / "index.json")
     assert "DATA_OPTIMIZER_GLOBAL_RANK" not in os.environ  # restored after the run
+
+
+_NO_TORCH = """
+import asyncio, json, sys
+import aiolit as ld
+
+async def twice(i):
+    await asyncio.sleep(0)
+    return {"i": i, "twice": 2 * i}
+
+async def main():
+    before = "torch" in sys.modules
+    await ld.optimize_async(twice, list(range(40)), "out", chunk_size=8, verbose=False)
+    print(json.dumps({"before": before, "after": "torch" in sys.modules}))
+
+asyncio.run(main())
+"""
+
+
+def test_optimize_async_of_plain_inputs_does_not_import_torch(tmp_path: Path) -> None:
+    # Importing torch takes seconds of the caller's loop (the once-per-run stall of issue 10):
+    # plain inputs cannot be a StreamingDataset or StreamingDataLoader, so it is never needed.
+    import json
+    import subprocess
+    import sys
+
+    from tests.reliability._helpers import env
+
+    done = subprocess.run([sys.executable, "-c", _NO_TORCH], cwd=tmp_path, env=env(), capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"before": False, "after": False}
+    assert read_aiolit(str(tmp_path / "out")) == [{"i": i, "twice": 2 * i} for i in range(40)]

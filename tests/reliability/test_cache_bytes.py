@@ -30,7 +30,7 @@ from aiolit.format import ChunkWriter, merge_shards
 from aiolit.processing import merge_datasets
 from aiolit.stores import open_store
 from aiolit.streaming import StreamingDataLoader, StreamingDataset, _resolve
-from tests.streaming._data import sample, write_dataset
+from tests.streaming._data import sample, upload, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,17 +49,6 @@ def write(path: Path, items: list[Any], *, chunk_size: int = 7, **kwargs: Any) -
     writer.done()
     merge_shards(str(path))
     return items
-
-
-def upload(server: Any, local: Path, url: str) -> None:
-    async def put_all() -> None:
-        store = open_store(url, server.storage_options)
-        try:
-            await asyncio.gather(*(store.put_file(p.name, str(p)) for p in local.iterdir() if p.is_file()))
-        finally:
-            await store.aclose()
-
-    _loop.run(put_all())
 
 
 def clear(server: Any, url: str) -> None:

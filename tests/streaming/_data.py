@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aiolit import _loop
 from aiolit.format import ChunkWriter, merge_shards
+from aiolit.stores import open_store
 
 
 def sample(i: int) -> dict[str, Any]:
@@ -40,3 +43,17 @@ def write_tokens(path: Path, seqs: list[np.ndarray], *, chunk_size: int) -> None
 def ids(items: list[Any]) -> list[int]:
     """The ``i`` field of a list of samples."""
     return [int(x["i"]) for x in items]
+
+
+def upload(server: Any, local: Path, url: str) -> str:
+    """Put every file of the folder ``local`` under ``url`` on a test server; return ``url``."""
+
+    async def put_all() -> None:
+        store = open_store(url, server.storage_options)
+        try:
+            await asyncio.gather(*(store.put_file(p.name, str(p)) for p in local.iterdir() if p.is_file()))
+        finally:
+            await store.aclose()
+
+    _loop.run(put_all())
+    return url

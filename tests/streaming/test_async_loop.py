@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,89 @@ async def test_slow_samples_hand_the_loop_back_after_each_one(make_dataset: Any)
     # The first decode batch (32 samples) measures the pace; from then on every sample is
     # followed by a pause, in both chunks.
     assert sum(1 for g in gaps[33:] if g) >= len(items) - 34
+
+
+async def test_many_small_chunks_do_not_restart_the_slice(make_dataset: Any) -> None:
+    # Opening an in-place chunk does not suspend, so it must not restart the slice: with chunks
+    # shorter than a slice, the loop would otherwise never be handed back during the pass.
+    path, items = make_dataset(120, chunk_size=2)
+
+    def slow(sample: Any) -> Any:  # 0.2 ms per sample: a chunk is well under the 1 ms slice
+        time.sleep(0.0002)
+        return sample
+
+    samples, gaps = await ticks_between_samples(StreamingDataset(path, transform=slow))
+    assert samples == items
+    # Five samples take at least a slice: never more than five in a row without a hand-back.
+    longest = run = 0
+    for g in gaps:
+        run = 0 if g else run + 1
+        longest = max(longest, run)
+    assert longest <= 5, gaps
+
+
+async def test_a_task_whose_timer_is_due_runs_at_every_hand_back(make_dataset: Any) -> None:
+    # A sleeping task (a heartbeat, a timeout) whose deadline passed during a slice runs at the
+    # next hand-back, before the iterator's next slice: not two slices later, as it would after
+    # `await asyncio.sleep(0)` (its timer fires in one loop iteration, it runs in the next).
+    path, items = make_dataset(100, chunk_size=50)
+
+    def slow(sample: Any) -> Any:  # 1 ms per sample: each one is a whole slice, then a hand-back
+        time.sleep(0.001)
+        return sample
+
+    wakes = 0
+
+    async def sleeper() -> None:
+        nonlocal wakes
+        while True:
+            await asyncio.sleep(0.0001)  # due long before the sample in progress is done
+            wakes += 1
+
+    task = asyncio.create_task(sleeper())
+    samples, gaps, seen = [], [], wakes
+    try:
+        async for sample in StreamingDataset(path, transform=slow):
+            samples.append(sample)
+            gaps.append(wakes - seen)
+            seen = wakes
+    finally:
+        task.cancel()
+    assert samples == items
+    # After the first decode batch (32 samples, which measures the pace): a wake before every
+    # sample, in both chunks.
+    assert all(g >= 1 for g in gaps[33:]), gaps
+
+
+async def test_the_plan_of_a_pass_over_many_chunks_is_built_off_the_loop(
+    make_dataset: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiolit.streaming import dataset as dataset_module
+
+    path, items = make_dataset(60, chunk_size=4)  # 15 chunks
+    threads: list[int] = []
+    new_run = StreamingDataset._new_run
+
+    def recording(self: StreamingDataset, *args: Any) -> Any:
+        threads.append(threading.get_ident())
+        return new_run(self, *args)
+
+    monkeypatch.setattr(StreamingDataset, "_new_run", recording)
+    ds = StreamingDataset(path, shuffle=True, seed=1)
+    expected = list(ds)  # the sync pass: in this thread
+    ds.set_epoch(1)
+    monkeypatch.setattr(dataset_module, "_PLAN_INLINE", 10)  # "many" chunks: more than 10
+    samples, gaps = await ticks_between_samples(ds)
+    assert samples == expected
+    assert sorted(samples, key=lambda s: s["i"]) == items
+    assert gaps[0] >= 1  # the loop ran other tasks while the plan was built
+    assert threads[0] == threading.get_ident()
+    assert threads[1] != threading.get_ident()
+    # Below the threshold the plan is built inline, on the loop.
+    monkeypatch.setattr(dataset_module, "_PLAN_INLINE", 15)
+    ds.set_epoch(1)
+    assert [s async for s in ds] == expected
+    assert threads[2] == threading.get_ident()
 
 
 async def test_shuffled_async_for_matches_sync_iteration(make_dataset: Any) -> None:

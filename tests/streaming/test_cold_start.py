@@ -9,7 +9,6 @@ retry layer and the real S3 client.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from aiolit.stores._retry import RetryPolicy, RetryStore
 from aiolit.streaming import StreamingDataLoader, StreamingDataset, TokensLoader
 from aiolit.streaming._source import DataSource
 from aiolit.testing import FaultPlan, FaultyStore
-from tests.streaming._data import write_tokens
+from tests.streaming._data import upload, write_tokens
 
 pytestmark = pytest.mark.s3
 
@@ -41,17 +40,7 @@ def tokens_local(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _upload(server: Any, local: Path, name: str) -> str:
-    url: str = server.new_url(name)
-
-    async def put_all() -> None:
-        store = open_store(url, server.storage_options)
-        try:
-            await asyncio.gather(*(store.put_file(p.name, str(p)) for p in local.iterdir() if p.is_file()))
-        finally:
-            await store.aclose()
-
-    _loop.run(put_all())
-    return url
+    return upload(server, local, server.new_url(name))
 
 
 @pytest.fixture

@@ -122,6 +122,52 @@ topologies = st.builds(
 )  # fmt: skip
 
 
+def _steps_one_by_one(plan: EpochPlan, rank: int, worker: int) -> tuple[list[Interval], list[int]]:
+    """A worker's steps and interval keys, walking the intervals one at a time (the definition)."""
+    g = plan.topology.global_worker_id(worker, rank)
+    lo, hi = int(plan._bounds[g]), int(plan._bounds[g + 1])
+    steps, keys, end = [], [], 0
+    for iv, key in zip(plan.intervals, plan._keys.tolist(), strict=True):
+        start, end = end, end + iv.size
+        a, b = max(lo, start), min(hi, end)
+        if a < b:
+            steps.append(Interval(iv.chunk, iv.start + a - start, iv.start + b - start))
+            keys.append(key)
+    return steps, keys
+
+
+@FAST
+@given(
+    spans=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 9)), min_size=0, max_size=14),
+    topo=topologies,
+    batch_size=st.integers(1, 4),
+    drop_last=st.booleans(),
+    shuffle=st.booleans(),
+)
+def test_worker_steps_match_the_interval_walk(
+    spans: list[tuple[int, int]], topo: Topology, batch_size: int, drop_last: bool, shuffle: bool
+) -> None:
+    # Intervals with offsets and empty ones (subsampled or user-built lists).
+    intervals = [Interval(c, first, first + size) for c, (first, size) in enumerate(spans)]
+    for rank in range(topo.world_size):
+        topology = Topology(topo.world_size, rank, topo.num_workers)
+        plan = EpochPlan(
+            intervals, topology, batch_size=batch_size, drop_last=drop_last, shuffle=shuffle, seed=5, epoch=2
+        )
+        for w in range(topo.num_workers):
+            wp = plan.worker(w)
+            steps, keys = _steps_one_by_one(plan, rank, w)
+            assert wp.steps == steps
+            assert all(s.size for s in wp.steps)
+            if shuffle:
+                assert wp._streams is not None
+                assert wp._streams.tolist() == [
+                    ((k + 1) << 32) | s.start for k, s in zip(keys, steps, strict=True)
+                ]
+            else:
+                assert wp._streams is None
+
+
 @FAST
 @given(
     sizes=st.lists(st.integers(0, 25), min_size=0, max_size=10),

@@ -9,23 +9,10 @@ from typing import Any
 
 import pytest
 
-from aiolit import _loop
-from aiolit.stores import open_store
 from aiolit.streaming import StreamingDataLoader, StreamingDataset
-from tests.streaming._data import ids, write_dataset
+from tests.streaming._data import ids, upload, write_dataset
 
 pytestmark = pytest.mark.s3
-
-
-def upload(server: Any, local: Path, url: str) -> None:
-    async def put_all() -> None:
-        store = open_store(url, server.storage_options)
-        try:
-            await asyncio.gather(*(store.put_file(p.name, str(p)) for p in local.iterdir() if p.is_file()))
-        finally:
-            await store.aclose()
-
-    _loop.run(put_all())
 
 
 @pytest.fixture

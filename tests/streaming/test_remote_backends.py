@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from aiolit import _loop
-from aiolit.stores import open_store
 from aiolit.streaming import StreamingDataLoader, StreamingDataset
-from tests.streaming._data import ids, write_dataset
+from tests.streaming._data import ids, upload, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 BACKENDS = [
@@ -28,23 +27,12 @@ BACKENDS = [
 ]
 
 
-def _upload(server: Any, local: Path, url: str) -> None:
-    async def put_all() -> None:
-        store = open_store(url, server.storage_options)
-        try:
-            await asyncio.gather(*(store.put_file(p.name, str(p)) for p in local.iterdir() if p.is_file()))
-        finally:
-            await store.aclose()
-
-    _loop.run(put_all())
-
-
 def _remote(
     server: Any, tmp_path: Path, n: int = 53, chunk_size: int = 6
 ) -> tuple[str, list[dict[str, Any]]]:
     items = write_dataset(tmp_path / "src", n, chunk_size=chunk_size)
     url = server.new_url("ds")
-    _upload(server, tmp_path / "src", url)
+    upload(server, tmp_path / "src", url)
     return url, items
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -54,10 +55,12 @@ def adapt_streaming_inputs(
     ValueError
         ``batch_size`` or ``weights`` with a loader (as LitData: batch with the loader instead).
     """
-    from aiolit.streaming.dataloader import StreamingDataLoader
-    from aiolit.streaming.dataset import StreamingDataset
-
-    if isinstance(inputs, StreamingDataLoader):
+    # Looked up, not imported: an object of a class whose module is not loaded cannot be one of
+    # its instances, and importing the loader's module imports torch (seconds of CPU, and on
+    # optimize_async's path it would stall the caller's loop for that long).
+    loaders = sys.modules.get("aiolit.streaming.dataloader")
+    datasets = sys.modules.get("aiolit.streaming.dataset")
+    if loaders is not None and isinstance(inputs, loaders.StreamingDataLoader):
         if batch_size is not None:
             raise ValueError(
                 f"{name}(inputs=StreamingDataLoader): pass the batch_size to the dataloader, not to {name}()"
@@ -65,7 +68,7 @@ def adapt_streaming_inputs(
         if weights is not None:
             raise ValueError(f"{name}(inputs=StreamingDataLoader) does not take weights")
         return fn, _LoaderBatches(inputs), True
-    if isinstance(inputs, StreamingDataset):
+    if datasets is not None and isinstance(inputs, datasets.StreamingDataset):
         if is_async:
             return fn, iter(inputs), True
         return _ReadSample(inputs, fn), list(range(len(inputs))), False

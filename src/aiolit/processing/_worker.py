@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from aiolit._proc import pid_alive
 from aiolit.errors import FormatError, OptimizeError
 from aiolit.processing._upload import Uploader
 
@@ -95,19 +96,9 @@ def init_worker(item_queue: Any, progress_queue: Any, coordinator_pid: int | Non
     _ITEM_QUEUE = item_queue
     _PROGRESS_QUEUE = progress_queue
     _PARENT_PID = os.getppid()
-    if coordinator_pid is not None and coordinator_pid != _PARENT_PID and not _alive(coordinator_pid):
+    if coordinator_pid is not None and coordinator_pid != _PARENT_PID and not pid_alive(coordinator_pid):
         os._exit(_ORPHAN_EXIT)  # the coordinator died while this process was starting
     threading.Thread(target=_watch_parent, args=(0.5,), name="aiolit-parent-watch", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def describe_input(position: int, item: Any) -> str:

@@ -1,8 +1,8 @@
 """aiolit.streaming: StreamingDataset, StreamingDataLoader and the item loaders.
 
-``import aiolit.streaming`` does not import torch. ``StreamingDataset`` is a
-``torch.utils.data.IterableDataset``, so the first access to it (or to ``StreamingDataLoader``)
-loads :mod:`aiolit.streaming.dataset`, which imports torch.
+``import aiolit.streaming`` does not import torch, nor does ``StreamingDataset`` (a
+``torch.utils.data.IterableDataset`` once torch is imported, see :mod:`aiolit._torch`); the first
+access to ``StreamingDataLoader`` imports torch.
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
-from torch.utils.data import IterableDataset, get_worker_info
 
+from aiolit._torch import is_torch_iterable
+from aiolit._torch import worker_info as get_worker_info
 from aiolit.errors import StateDictError
 from aiolit.streaming._plan import Topology, worker_budgets
 
@@ -50,7 +51,7 @@ class ForeignDataset:
             ) from None
         self.dataset = dataset
         self.num_items = int(n)
-        self.map_style = hasattr(dataset, "__getitem__") and not isinstance(dataset, IterableDataset)
+        self.map_style = hasattr(dataset, "__getitem__") and not is_torch_iterable(dataset)
         if not self.map_style and not hasattr(dataset, "__iter__"):
             raise ValueError(
                 f"datasets[{position}] ({type(dataset).__name__}) is neither indexable nor iterable"

@@ -27,6 +27,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from aiolit._proc import pid_alive
+
 __all__ = ["LEASE_SUFFIX", "acquire", "release", "wait_for_peer", "wait_published"]
 
 LEASE_SUFFIX = ".tmp.lease"
@@ -78,13 +80,7 @@ def _holder_alive(lease: Path) -> bool:
         return True  # being written right now
     if pid <= 0:
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 async def wait_for_peer(directory: Path, name: str, *, timeout: float = 120.0) -> bool:

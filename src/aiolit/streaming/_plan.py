@@ -372,7 +372,52 @@ class WorkerPlan:
         return out
 
 
-class EpochPlan:
+class _DealtPlan:
+    """A walk of ``num_items`` samples dealt to every (rank, worker) in :func:`worker_budgets`
+    shares: worker ``g`` (global id) takes walk positions ``[_bounds[g], _bounds[g + 1])``.
+    Shared by :class:`EpochPlan` and :class:`ResumePlan`, whose walks differ."""
+
+    topology: Topology
+    batch_size: int
+    drop_last: bool
+
+    def _deal(self, sizes: IntArray) -> None:
+        """Deal a walk made of parts of ``sizes`` samples each, in walk order."""
+        self._ends: IntArray = np.cumsum(sizes)
+        self.num_items: int = int(self._ends[-1]) if len(sizes) else 0
+        self.budgets: IntArray = worker_budgets(
+            self.num_items,
+            self.topology.world_size,
+            self.topology.num_workers,
+            batch_size=self.batch_size,
+            drop_last=self.drop_last,
+        )
+        self._bounds: IntArray = np.concatenate([np.zeros(1, np.int64), np.cumsum(self.budgets.ravel())])
+
+    def _span(self, rank: int, worker_id: int) -> tuple[int, int, int]:
+        """Walk positions ``[lo, hi)`` of worker ``worker_id`` of rank ``rank``, and the index of
+        the part that holds ``lo``."""
+        topo = self.topology
+        if not 0 <= _check_int("rank", rank, 0) < topo.world_size:
+            raise ValueError(f"rank must be < world_size ({topo.world_size}), got {rank}")
+        if not 0 <= _check_int("worker_id", worker_id, 0) < topo.num_workers:
+            raise ValueError(f"worker_id must be < num_workers ({topo.num_workers}), got {worker_id}")
+        g = topo.global_worker_id(worker_id, rank)
+        lo, hi = int(self._bounds[g]), int(self._bounds[g + 1])
+        return lo, hi, int(np.searchsorted(self._ends, lo, side="right"))
+
+    @property
+    def rank_length(self) -> int:
+        """Samples this rank yields in the walk (LitData's ``len(dataset)``)."""
+        return int(self.budgets[self.topology.rank].sum())
+
+    @property
+    def worker_lengths(self) -> list[int]:
+        """Samples each worker of this rank yields (for :func:`samples_per_worker`)."""
+        return [int(b) for b in self.budgets[self.topology.rank]]
+
+
+class EpochPlan(_DealtPlan):
     """The partition of one epoch over every (rank, worker), as LitData partitions it.
 
     Parameters
@@ -427,17 +472,7 @@ class EpochPlan:
         else:
             self._keys = np.arange(len(ivs), dtype=np.int64)
         self.intervals: list[Interval] = [ivs[j] for j in self._keys]
-        sizes = np.fromiter((iv.size for iv in self.intervals), dtype=np.int64, count=len(ivs))
-        self._ends: IntArray = np.cumsum(sizes)
-        self.num_items: int = int(self._ends[-1]) if len(ivs) else 0
-        self.budgets: IntArray = worker_budgets(
-            self.num_items,
-            topology.world_size,
-            topology.num_workers,
-            batch_size=self.batch_size,
-            drop_last=self.drop_last,
-        )
-        self._bounds: IntArray = np.concatenate([np.zeros(1, np.int64), np.cumsum(self.budgets.ravel())])
+        self._deal(np.fromiter((iv.size for iv in self.intervals), dtype=np.int64, count=len(ivs)))
 
     def __repr__(self) -> str:
         return (
@@ -446,47 +481,39 @@ class EpochPlan:
             f"seed={self.seed}, epoch={self.epoch})"
         )
 
-    @property
-    def rank_length(self) -> int:
-        """Samples this rank yields in the epoch (LitData's ``len(dataset)``)."""
-        return int(self.budgets[self.topology.rank].sum())
-
-    @property
-    def worker_lengths(self) -> list[int]:
-        """Samples each worker of this rank yields (for :func:`samples_per_worker`)."""
-        return [int(b) for b in self.budgets[self.topology.rank]]
-
     def worker(self, worker_id: int) -> WorkerPlan:
         """Return the plan of worker ``worker_id`` of this rank."""
         return self.global_worker(self.topology.rank, worker_id)
 
     def global_worker(self, rank: int, worker_id: int) -> WorkerPlan:
         """Return the plan of worker ``worker_id`` of rank ``rank``."""
-        topo = self.topology
-        if not 0 <= _check_int("rank", rank, 0) < topo.world_size:
-            raise ValueError(f"rank must be < world_size ({topo.world_size}), got {rank}")
-        if not 0 <= _check_int("worker_id", worker_id, 0) < topo.num_workers:
-            raise ValueError(f"worker_id must be < num_workers ({topo.num_workers}), got {worker_id}")
-        g = topo.global_worker_id(worker_id, rank)
         # The worker owns items [lo, hi) of the walk over the (permuted) intervals.
-        lo, hi = int(self._bounds[g]), int(self._bounds[g + 1])
-        steps: list[Interval] = []
-        keys: list[int] = []
-        j = int(np.searchsorted(self._ends, lo, side="right"))
-        while lo < hi:
-            iv = self.intervals[j]
-            walk_start = int(self._ends[j]) - iv.size
-            take = min(hi, int(self._ends[j])) - lo
-            if take > 0:  # user-built interval lists may hold empty intervals
-                first = iv.start + lo - walk_start
-                steps.append(Interval(iv.chunk, first, first + take))
-                keys.append(int(self._keys[j]))
-                lo += take
-            j += 1
+        lo, hi, j0 = self._span(rank, worker_id)
+        if lo >= hi:
+            return WorkerPlan([], np.zeros(0, np.int64) if self.shuffle else None, self.seed, self.epoch)
+        # Walk intervals j0..j1 hold items [lo, hi): whole ones in between (kept as they are, in
+        # O(1) Python work each: a pass over a dataset of many chunks starts with this on the
+        # caller's loop), cut ones at both ends. Empty intervals (user-built lists) are skipped;
+        # neither end can be one.
+        ends = self._ends
+        j1 = int(np.searchsorted(ends, hi, side="left"))
+        js = np.arange(j0, j1 + 1, dtype=np.int64)
+        if j1 - j0 > 1:
+            inner = np.flatnonzero(ends[j0 + 1 : j1] != ends[j0 : j1 - 1]) + (j0 + 1)
+            js = np.concatenate([js[:1], inner, js[-1:]])
+        intervals = self.intervals
+        steps = [intervals[j] for j in js.tolist()]
+        for pos, j in ((0, j0), (len(steps) - 1, j1)):
+            iv = intervals[j]
+            walk_start = int(ends[j]) - iv.size
+            first = iv.start + max(lo, walk_start) - walk_start
+            last = iv.start + min(hi, int(ends[j])) - walk_start
+            if (first, last) != (iv.start, iv.end):
+                steps[pos] = Interval(iv.chunk, first, last)
         streams = None
         if self.shuffle:
             starts = np.fromiter((s.start for s in steps), dtype=np.int64, count=len(steps))
-            streams = ((np.asarray(keys, dtype=np.int64) + 1) << _STREAM_SHIFT) | starts
+            streams = ((self._keys[js] + 1) << _STREAM_SHIFT) | starts
         return WorkerPlan(steps, streams, self.seed, self.epoch)
 
 
@@ -524,7 +551,7 @@ def remaining(plan: EpochPlan | ResumePlan, counts: Sequence[Sequence[int]]) -> 
     return out
 
 
-class ResumePlan:
+class ResumePlan(_DealtPlan):
     """The rest of an interrupted epoch (a list of :class:`Piece` s) dealt to a new topology.
 
     Budgets follow :func:`worker_budgets` over the remaining count; each (rank, worker) takes
@@ -548,30 +575,10 @@ class ResumePlan:
         self.seed = seed
         self.epoch = epoch
         self.pieces = [p for p in pieces if p.size]
-        sizes = np.fromiter((p.size for p in self.pieces), dtype=np.int64, count=len(self.pieces))
-        self._ends: IntArray = np.cumsum(sizes)
-        self.num_items = int(self._ends[-1]) if len(self.pieces) else 0
-        self.budgets: IntArray = worker_budgets(
-            self.num_items,
-            topology.world_size,
-            topology.num_workers,
-            batch_size=batch_size,
-            drop_last=drop_last,
-        )
-        self._bounds: IntArray = np.concatenate([np.zeros(1, np.int64), np.cumsum(self.budgets.ravel())])
+        self._deal(np.fromiter((p.size for p in self.pieces), dtype=np.int64, count=len(self.pieces)))
 
     def __repr__(self) -> str:
         return f"ResumePlan(items={self.num_items}, pieces={len(self.pieces)}, {self.topology})"
-
-    @property
-    def rank_length(self) -> int:
-        """Samples this rank yields in the rest of the epoch."""
-        return int(self.budgets[self.topology.rank].sum())
-
-    @property
-    def worker_lengths(self) -> list[int]:
-        """Samples each worker of this rank yields."""
-        return [int(b) for b in self.budgets[self.topology.rank]]
 
     def worker(self, worker_id: int) -> PiecePlan:
         """Return the plan of worker ``worker_id`` of this rank."""
@@ -579,10 +586,8 @@ class ResumePlan:
 
     def global_worker(self, rank: int, worker_id: int) -> PiecePlan:
         """Return the plan of worker ``worker_id`` of rank ``rank``."""
-        g = self.topology.global_worker_id(worker_id, rank)
-        lo, hi = int(self._bounds[g]), int(self._bounds[g + 1])
+        lo, hi, j = self._span(rank, worker_id)
         out: list[Piece] = []
-        j = int(np.searchsorted(self._ends, lo, side="right"))
         while lo < hi:
             p = self.pieces[j]
             walk_start = int(self._ends[j]) - p.size

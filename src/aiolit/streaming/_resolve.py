@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from aiolit._paths import cache_root
+from aiolit._proc import pid_alive
 
 __all__ = [
     "REMOTE_SCHEMES",
@@ -214,12 +215,9 @@ def _lease_alive(lease: Path, now: float) -> bool:
             return False
     try:
         pid = int(pid_text)
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
+    except ValueError:
         return False
-    except PermissionError:
-        return True  # alive, owned by another user
-    return start in ("0", _start_time(pid))
+    return pid_alive(pid) and start in ("0", _start_time(pid))
 
 
 def _version_in_use(version_dir: Path) -> bool:

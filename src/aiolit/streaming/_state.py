@@ -71,7 +71,7 @@ def dataset_state(
     ds: StreamingDataset, num_samples_yielded: int, num_workers: int, batch_size: int
 ) -> dict[str, Any]:
     """The state LitData's ``StreamingDataset.state_dict`` returns (same keys, same meaning)."""
-    from torch.utils.data import get_worker_info
+    from aiolit._torch import worker_info as get_worker_info
 
     if get_worker_info() is not None:
         raise RuntimeError("state_dict() must be called in the main process, not in a DataLoader worker")

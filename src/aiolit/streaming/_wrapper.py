@@ -14,15 +14,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import IterableDataset
-
+from aiolit._torch import worker_info
 from aiolit.errors import StateDictError
 from aiolit.streaming import _state
 from aiolit.streaming._foreign import ForeignDataset
 from aiolit.streaming._plan import Topology, samples_per_worker, worker_budgets
 from aiolit.streaming.dataset import StreamingDataset, _check_bool
+
+if TYPE_CHECKING:
+    from torch.utils.data import IterableDataset as _IterableBase
+else:
+    from aiolit._torch import IterableBase as _IterableBase
 
 __all__ = ["StreamingWrapper"]
 
@@ -33,7 +37,7 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-class StreamingWrapper(IterableDataset[Any]):
+class StreamingWrapper(_IterableBase[Any]):
     """Base of the dataset wrappers (not public).
 
     Parameters
@@ -193,9 +197,8 @@ class StreamingWrapper(IterableDataset[Any]):
     def _load_extra(self, state: dict[str, Any]) -> None:
         """Read what :meth:`_save_extra` added."""
 
-    def _loader_stopped(self, n: int, num_workers: int, batch_size: int, epoch: int) -> None:
-        """A loader pass of ``epoch`` ended after ``n`` samples (counted as whole batches)."""
-        topology, _ = self._topology()
+    def _counts_after(self, topology: Topology, n: int, num_workers: int, batch_size: int, epoch: int) -> Any:
+        """What :meth:`_resume_counts` gives for a loader that yielded ``n`` samples of ``epoch``."""
         saved = self._resume
         self._resume = {
             "epoch": epoch,
@@ -204,9 +207,14 @@ class StreamingWrapper(IterableDataset[Any]):
             "batch_size": batch_size,
         }
         try:
-            _, counts = self._resume_counts(topology)
+            return self._resume_counts(topology)[1]
         finally:
             self._resume = saved
+
+    def _loader_stopped(self, n: int, num_workers: int, batch_size: int, epoch: int) -> None:
+        """A loader pass of ``epoch`` ended after ``n`` samples (counted as whole batches)."""
+        topology, _ = self._topology()
+        counts = self._counts_after(topology, n, num_workers, batch_size, epoch)
         self._stopped(topology, epoch, counts, epoch + 1)
         self._progress = None
 
@@ -347,10 +355,8 @@ class StreamingWrapper(IterableDataset[Any]):
         self.current_epoch += 1
 
     def __iter__(self) -> Iterator[Any]:
-        from torch.utils.data import get_worker_info
-
         topology, worker_id, epoch, skip = self._start()
-        main = get_worker_info() is None
+        main = worker_info() is None
         n = skip
         for item in self._stream(topology, worker_id, epoch, skip):
             if main:
@@ -487,17 +493,7 @@ class StreamingWrapper(IterableDataset[Any]):
     def _loader_state(self, n: int, num_workers: int, batch_size: int, epoch: int) -> dict[str, Any]:
         """LitData's loader state pieces after the loader yielded ``n`` (batches x batch_size)."""
         topology, _ = self._topology()
-        saved = self._resume
-        self._resume = {
-            "epoch": epoch,
-            "num_samples_yielded": n,
-            "num_workers": num_workers,
-            "batch_size": batch_size,
-        }
-        try:
-            _, counts = self._resume_counts(topology)
-        finally:
-            self._resume = saved
+        counts = self._counts_after(topology, n, num_workers, batch_size, epoch)
         yielded: dict[int, list[int]] = {}
         cycles: dict[int, list[int]] = {}
         totals = [0] * len(self._datasets)

@@ -1,7 +1,7 @@
 """StreamingDataset: LitData's streaming dataset over aiolit's async engine.
 
-This module imports torch (the class is a ``torch.utils.data.IterableDataset``); ``import
-aiolit`` and ``import aiolit.streaming`` do not, they load this module on first use of the name.
+This module does not import torch: the class becomes a ``torch.utils.data.IterableDataset`` when
+torch is imported (:mod:`aiolit._torch`), so ``async for`` and ``aget`` run without paying for it.
 
 Iteration (sync or ``async for``) asks :mod:`aiolit.streaming._plan` for this worker's exact read
 order, keeps the next chunks downloading (:mod:`._prefetch`) into the cache (:mod:`._cache`) and
@@ -16,10 +16,9 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import IterableDataset, get_worker_info
-
+from aiolit._torch import worker_info as get_worker_info
 from aiolit.format import check_encryption
 from aiolit.streaming import _state
 from aiolit.streaming._bundle import MAX_BATCHES, MAX_BYTES, Packer
@@ -29,6 +28,11 @@ from aiolit.streaming._resolve import Dir, resolve_dir
 from aiolit.streaming._run import _BATCH, Need, Run
 from aiolit.streaming._source import DataSource, OpenChunk
 from aiolit.streaming.item_loader import BaseItemLoader, ParquetLoader, PyTreeLoader, TokensLoader
+
+if TYPE_CHECKING:
+    from torch.utils.data import IterableDataset as _IterableBase
+else:
+    from aiolit._torch import IterableBase as _IterableBase
 
 __all__ = ["StreamingDataset"]
 
@@ -43,13 +47,36 @@ _DECODE_INLINE_BYTES = 1 << 20
 # and the most samples it decodes between two looks at the clock (fast samples).
 _SLICE = 0.001
 _MAX_BATCH = 256
+# Chunk pieces (intervals) above which ``async for`` builds a pass's plan off the loop.
+_PLAN_INLINE = 2000
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _hand_back() -> asyncio.Future[None]:
+    """Let the loop run what is due now before the caller's next stretch: await the result.
+
+    ``await asyncio.sleep(0)`` is not enough: a task sleeping until a deadline that has passed
+    wakes two loop iterations later (its timer fires, then the task's step is scheduled), and the
+    caller, queued first, would run a whole stretch in each. A timer due now fires after every
+    timer already due, and wakes the caller after the tasks those timers wake (and after the
+    tasks woken by the I/O ready now): the loop lag this costs others is one stretch.
+    """
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    loop.call_at(loop.time(), _wake, waiter)
+    return waiter
 
 
 def _distributed() -> tuple[int, int]:
     """``(world_size, rank)`` from torch.distributed when initialised, else WORLD_SIZE/RANK env."""
-    import torch.distributed as dist
+    import sys
 
-    if dist.is_available() and dist.is_initialized():
+    dist = sys.modules.get("torch.distributed")  # never initialised if nobody imported it
+    if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("GLOBAL_RANK", os.environ.get("RANK", "0")))
@@ -76,7 +103,7 @@ def _warn_uneven_ranks(world_size: int) -> None:
     )
 
 
-class StreamingDataset(IterableDataset[Any]):
+class StreamingDataset(_IterableBase[Any]):
     """Stream an optimized (LitData-format) dataset from a local directory or an object store.
 
     Parameters
@@ -572,12 +599,21 @@ class StreamingDataset(IterableDataset[Any]):
 
     async def _aiter_at(self, at: tuple[int, int] | None) -> AsyncIterator[Any]:
         """:meth:`_iter_at` for ``async for``."""
-        run = self._new_run(at)
+        # A pass starts with a hand-back, so the end of the previous pass (up to a slice) and
+        # this one's setup (the plan: O(chunks)) are two stretches, not one.
+        await _hand_back()
+        clock = time.perf_counter
+        if len(self.intervals) > _PLAN_INLINE:
+            # The plan costs ~1 us of CPU per chunk: for many chunks it is built in a thread
+            # (the loop then waits at most a GIL switch interval for its turn).
+            run = await asyncio.to_thread(self._new_run, at)
+            last = clock()
+        else:
+            last = clock()
+            run = self._new_run(at)
+        due = last + _SLICE
         walk = run.walk(pause=True)
         reply: OpenChunk | None = None
-        clock = time.perf_counter
-        last = clock()
-        due = last + _SLICE
         try:
             while True:
                 try:
@@ -587,9 +623,10 @@ class StreamingDataset(IterableDataset[Any]):
                 reply = None
                 if type(out) is Need:
                     if out.step >= 0:
+                        # Opening an in-place (or already downloaded) chunk does not suspend:
+                        # the slice goes on (`due` stays); only the pace is measured anew.
                         reply = await run.open_async(out.step)
                         last = clock()
-                        due = last + _SLICE
                         continue
                     # A batch of samples (decode and the consumer's work) is done. Keep a batch
                     # well under _SLICE, and hand the loop back once _SLICE has passed.
@@ -599,7 +636,7 @@ class StreamingDataset(IterableDataset[Any]):
                         max(1, min(_MAX_BATCH, int(_SLICE / 4 / per_item))) if per_item > 0 else _BATCH
                     )
                     if now >= due:
-                        await asyncio.sleep(0)
+                        await _hand_back()
                         now = clock()
                         due = now + _SLICE
                     last = now

@@ -248,18 +248,20 @@ class ParallelStreamingDataset(StreamingWrapper):
     # -- iteration ------------------------------------------------------------------------------
 
     def _rngs(self, topology: Topology, worker_id: int, epoch: int, skip: int) -> dict[str, Any]:
-        import torch
-
         counts, cycles = self._positions(topology, worker_id, epoch, skip)
         state: tuple[int, ...] = (self.seed, topology.global_worker_id(worker_id), *counts)
         if not self._reset_rngs:
             state = (*state, epoch) if self._length is None else (*state, *(cycles or []))
         seed = int(hashlib.sha256(str(state).encode()).hexdigest(), 16) % (2**32 - 1)
-        return {
+        rngs: dict[str, Any] = {
             "random": random.Random(seed),  # data augmentation, not security
             "numpy": np.random.default_rng(seed),
-            "torch": torch.Generator().manual_seed(seed),
         }
+        if self._transform is not None and self._transform_nargs != 1:
+            import torch  # only a transform that takes `rngs` sees it: nobody else pays the import
+
+            rngs["torch"] = torch.Generator().manual_seed(seed)
+        return rngs
 
     def _apply(self, samples: tuple[Any, ...], rngs: dict[str, Any]) -> Any:
         transform = self._transform
