@@ -213,6 +213,11 @@ class GcPauses:
         return {"gc2": len(self.pauses), "gc2_max_ms": max(self.pauses, default=0.0) * 1e3}
 
 
+def _burst_names(warm: int) -> list[str]:
+    """``cold`` (offsets unknown), then ``warm`` bursts (offsets known): warm, warm2, warm3 ..."""
+    return ["cold", "warm", *(f"warm{k}" for k in range(2, warm + 1))]
+
+
 async def case_aget(spec: dict[str, Any]) -> dict[str, Any]:
     import gc
     import random
@@ -227,7 +232,7 @@ async def case_aget(spec: dict[str, Any]) -> dict[str, Any]:
     # Items of the first few chunks, so the second burst reads chunks whose offsets are known.
     pool = list(range(min(len(ds), spec["pool"])))
     out: dict[str, Any] = {}
-    for name in ("cold", "warm"):
+    for name in _burst_names(spec.get("bursts", 1)):
         ids = rng.sample(pool, spec["calls"])
         before = _requests(made)
         with GcPauses() as gcp:
@@ -344,6 +349,12 @@ def main() -> None:
         help="local passes per run: enough heartbeat ticks (several hundred) that the p99 is not the max",
     )
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument(
+        "--bursts",
+        type=int,
+        default=1,
+        help="warm aget bursts after the cold one (full GCs: startup or steady?)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; medians are reported")
     parser.add_argument("--cases", default="local,s3,aget,optimize")
     parser.add_argument(
@@ -417,9 +428,10 @@ def main() -> None:
                 "calls": args.calls,
                 "pool": 3000,
                 "gc_freeze": args.gc_freeze,
+                "bursts": args.bursts,
             }
             r = repeat(spec)
-            for name in ("cold", "warm"):
+            for name in _burst_names(args.bursts):
                 c = r.get(name, r)
                 if "error" in c:
                     print(f"aget x{args.calls} {name}: ERROR {c['error']}")
