@@ -57,3 +57,8 @@ def upload(server: Any, local: Path, url: str) -> str:
 
     _loop.run(put_all())
     return url
+
+
+def requests(made: list[Any]) -> int:
+    """Requests made through the counting stores of the ``counting_s3`` fixture."""
+    return sum(sum(s.calls.values()) for s in made)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aiolit.stores import _SCHEMES as STORE_SCHEMES
+from aiolit.stores import register_store
+from aiolit.stores._s3 import S3Store
+from aiolit.testing import FaultyStore
 from tests.streaming._data import write_dataset
 
 
@@ -31,3 +35,22 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("WORLD_SIZE", "RANK", "GLOBAL_RANK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(var, raising=False)
     os.environ.pop("MASTER_ADDR", None)
+
+
+@pytest.fixture
+def counting_s3() -> Iterator[list[FaultyStore]]:
+    """Every s3:// store is the real S3 store inside a FaultyStore (no faults) that counts requests
+    (sum them with ``tests.streaming._data.requests``)."""
+    made: list[FaultyStore] = []
+    saved = STORE_SCHEMES["s3"]
+
+    def factory(url: str, storage: dict[str, Any], session: dict[str, Any], transfer: Any) -> FaultyStore:
+        store = FaultyStore(S3Store(url, storage, session, transfer))
+        made.append(store)
+        return store
+
+    register_store("s3", factory, overwrite=True)
+    try:
+        yield made
+    finally:
+        STORE_SCHEMES["s3"] = saved

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,10 @@ import pytest
 
 import aiolit
 from aiolit import _loop
-from aiolit.stores import _SCHEMES as STORE_SCHEMES
-from aiolit.stores import register_store
 from aiolit.stores._s3 import S3Store, _lazy_http_sessions
 from aiolit.streaming import StreamingDataset
 from aiolit.testing import FaultyStore
-from tests.streaming._data import upload, write_dataset
+from tests.streaming._data import requests, upload, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = Path(aiolit.__file__).resolve().parents[1]  # the tree under test
@@ -101,28 +98,6 @@ async def test_cancelling_hops_cancels_their_coroutines_on_aiolit_loop() -> None
 
 
 # -- aget bursts on S3 ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def counting_s3() -> Iterator[list[FaultyStore]]:
-    """Every s3:// store is the real S3 store inside a FaultyStore (no faults) that counts requests."""
-    made: list[FaultyStore] = []
-    saved = STORE_SCHEMES["s3"]
-
-    def factory(url: str, storage: dict[str, Any], session: dict[str, Any], transfer: Any) -> FaultyStore:
-        store = FaultyStore(S3Store(url, storage, session, transfer))
-        made.append(store)
-        return store
-
-    register_store("s3", factory, overwrite=True)
-    try:
-        yield made
-    finally:
-        STORE_SCHEMES["s3"] = saved
-
-
-def requests(made: list[FaultyStore]) -> int:
-    return sum(sum(s.calls.values()) for s in made)
 
 
 @pytest.mark.s3

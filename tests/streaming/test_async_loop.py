@@ -5,20 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aiolit import _loop
-from aiolit.stores import _SCHEMES as STORE_SCHEMES
-from aiolit.stores import register_store
-from aiolit.stores._s3 import S3Store
 from aiolit.streaming import StreamingDataset
 from aiolit.testing import FaultyStore
-from tests.streaming._data import write_dataset
-from tests.streaming.test_remote import upload
+from tests.streaming._data import requests, upload, write_dataset
 
 
 class Ticker:
@@ -166,28 +161,6 @@ async def test_shuffled_async_for_matches_sync_iteration(make_dataset: Any) -> N
 
 
 # -- remote aget: one range GET per call -------------------------------------------------------------
-
-
-@pytest.fixture
-def counting_s3() -> Iterator[list[FaultyStore]]:
-    """Every s3:// store is the real S3 store inside a FaultyStore (no faults) that counts requests."""
-    made: list[FaultyStore] = []
-    saved = STORE_SCHEMES["s3"]
-
-    def factory(url: str, storage: dict[str, Any], session: dict[str, Any], transfer: Any) -> FaultyStore:
-        store = FaultyStore(S3Store(url, storage, session, transfer))
-        made.append(store)
-        return store
-
-    register_store("s3", factory, overwrite=True)
-    try:
-        yield made
-    finally:
-        STORE_SCHEMES["s3"] = saved
-
-
-def requests(made: list[FaultyStore]) -> int:
-    return sum(sum(s.calls.values()) for s in made)
 
 
 @pytest.mark.s3

@@ -270,12 +270,15 @@ class Store(abc.ABC):
             out.append(data if whole else data[start - base : end - base])
         return out
 
-    async def get_to_file(self, key: str, path: str | os.PathLike[str], *, size: int | None = None) -> int:
+    async def get_to_file(
+        self, key: str, path: str | os.PathLike[str], *, size: int | None = None, parts: int | None = None
+    ) -> int:
         """Download ``key`` to ``path`` atomically (temp name, then ``os.replace``).
 
         Objects above ``transfer.multipart_threshold`` are fetched as concurrent range GETs
-        written in place. ``size``, when known (e.g. from an index), saves a HEAD request; it must
-        be the object's exact size.
+        written in place, one per ``transfer.part_size``; ``parts`` caps how many (1: one GET
+        however large; object stores bill per request). ``size``, when known (e.g. from an
+        index), saves a HEAD request; it must be the object's exact size.
 
         Returns
         -------
@@ -290,12 +293,12 @@ class Store(abc.ABC):
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".{os.path.basename(dest)}.{uuid.uuid4().hex[:12]}.tmp")
         try:
-            if size <= self._transfer.multipart_threshold:
+            if size <= self._transfer.multipart_threshold or parts == 1:
                 data = await self.get(key)
                 await asyncio.to_thread(_write_file, tmp, data)
                 written = len(data)
             else:
-                written = await self._download_parts(key, tmp, size)
+                written = await self._download_parts(key, tmp, size, parts)
             os.replace(tmp, dest)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -303,7 +306,7 @@ class Store(abc.ABC):
             raise
         return written
 
-    async def _download_parts(self, key: str, tmp: str, size: int) -> int:
+    async def _download_parts(self, key: str, tmp: str, size: int, parts: int | None = None) -> int:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.ftruncate(fd, size)
@@ -323,7 +326,12 @@ class Store(abc.ABC):
 
                 return run
 
-            pieces = split_span(0, size, self._transfer.part_size)
+            step = (
+                self._transfer.part_size
+                if parts is None
+                else max(self._transfer.part_size, -(-size // parts))
+            )
+            pieces = split_span(0, size, step)
             await gather_bounded([part(s, e) for s, e in pieces], self._transfer.max_concurrency)
         finally:
             os.close(fd)

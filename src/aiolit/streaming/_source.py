@@ -543,33 +543,8 @@ class DataSource:
                         )
                 finally:
                     ztmp.unlink(missing_ok=True)
-            elif parts is None or int(entry.chunk_bytes) <= store.transfer.multipart_threshold:
-                await store.get_to_file(entry.filename, tmp, size=int(entry.chunk_bytes))
-                if started is not None:
-                    _trace.complete(
-                        "get",
-                        "store",
-                        started,
-                        _trace.now(),
-                        {"key": entry.filename, "bytes": int(entry.chunk_bytes), "attempt": _attempt + 1},
-                    )
             else:
-                size = int(entry.chunk_bytes)
-                n = max(1, min(parts, -(-size // store.transfer.part_size)))
-                if n == 1:
-                    data = await store.get(entry.filename)
-                else:
-                    step = -(-size // n)
-                    pieces = await asyncio.gather(
-                        *(
-                            store.get_range(entry.filename, a, min(a + step, size))
-                            for a in range(0, size, step)
-                        )
-                    )
-                    data = b"".join(pieces)
-                    del pieces
-                await asyncio.to_thread(tmp.write_bytes, data)
-                del data
+                await store.get_to_file(entry.filename, tmp, size=int(entry.chunk_bytes), parts=parts)
                 if started is not None:
                     _trace.complete(
                         "get",

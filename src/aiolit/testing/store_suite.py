@@ -191,6 +191,10 @@ class StoreSuite:
         await store.put_file("from-file.bin", src)
         assert await store.get_to_file("from-file.bin", dest, size=size) == size
         assert dest.read_bytes() == data[::-1]
+        for parts in (1, 2, 1000):  # one GET however large; at most two ranges; capped by part_size
+            assert await store.get_to_file("large.bin", dest, size=size, parts=parts) == size
+            assert dest.read_bytes() == data, parts
+        assert sorted(os.listdir(dest.parent)) == ["large.bin"]
 
     async def test_get_to_file_small(self, store: Store, tmp_path: Path) -> None:
         await store.put("small.bin", b"hello")
