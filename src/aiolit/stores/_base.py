@@ -8,14 +8,15 @@ import bisect
 import builtins
 import contextlib
 import dataclasses
+import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from aiolit.errors import ObjectNotFoundError, StoreError, TransientStoreError
+from aiolit.errors import CorruptChunkError, ObjectNotFoundError, StoreError, TransientStoreError
 from aiolit.stores._util import (
     LoopLocal,
     MiB,
@@ -271,14 +272,26 @@ class Store(abc.ABC):
         return out
 
     async def get_to_file(
-        self, key: str, path: str | os.PathLike[str], *, size: int | None = None, parts: int | None = None
+        self,
+        key: str,
+        path: str | os.PathLike[str],
+        *,
+        size: int | None = None,
+        parts: int | None = None,
+        checksum: str | None = None,
     ) -> int:
         """Download ``key`` to ``path`` atomically (temp name, then ``os.replace``).
 
         Objects above ``transfer.multipart_threshold`` are fetched as concurrent range GETs
         written in place, one per ``transfer.part_size``; ``parts`` caps how many (1: one GET
-        however large; object stores bill per request). ``size``, when known (e.g. from an
+        however large; object stores bill per request). A single GET streams into the file in
+        blocks of a few MiB (no whole-object copy in memory). ``size``, when known (e.g. from an
         index), saves a HEAD request; it must be the object's exact size.
+
+        ``checksum``: ``"<hashlib algorithm>:<hex digest>"`` (the form of a chunk entry's
+        ``checksum`` in ``index.json``). The bytes are hashed as they arrive (a split download
+        is hashed from the file once its parts are in) and a mismatch raises
+        :class:`~aiolit.errors.CorruptChunkError` without creating ``path``.
 
         Returns
         -------
@@ -287,6 +300,7 @@ class Store(abc.ABC):
         """
         check_key(key)
         dest = os.fspath(path)
+        algo, expected = _parse_checksum(checksum)
         if size is None:
             size = (await self.head(key)).size
         parent = os.path.dirname(os.path.abspath(dest))
@@ -294,17 +308,71 @@ class Store(abc.ABC):
         tmp = os.path.join(parent, f".{os.path.basename(dest)}.{uuid.uuid4().hex[:12]}.tmp")
         try:
             if size <= self._transfer.multipart_threshold or parts == 1:
-                data = await self.get(key)
-                await asyncio.to_thread(_write_file, tmp, data)
-                written = len(data)
+                written, digest = await self._download_stream(key, tmp, algo)
             else:
                 written = await self._download_parts(key, tmp, size, parts)
+                digest = None if algo is None else await asyncio.to_thread(_hash_file, tmp, algo)
+            if digest is not None and digest != expected:
+                raise CorruptChunkError(f"{self.url_for(key)}: {algo} checksum {digest} != {expected}")
             os.replace(tmp, dest)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         return written
+
+    async def _iter_get(self, key: str) -> AsyncGenerator[bytes, None]:
+        """The bytes of the whole object ``key``, in pieces as they arrive (one piece by default).
+
+        Backends whose client streams a body override this; :meth:`get_to_file` writes the
+        pieces out in blocks of :data:`_WRITE_BLOCK` bytes.
+        """
+        yield await self.get(key)
+
+    async def _download_stream(self, key: str, tmp: str, algo: str | None) -> tuple[int, str | None]:
+        """One GET of ``key`` streamed into the new file ``tmp``; bytes written and their digest.
+
+        One attempt: a retrying store calls it again (it rewrites ``tmp`` from the start). A
+        body cut short is the client's to detect (S3's checks its Content-Length); a body of
+        another size than the caller expected is the caller's (a chunk's size is in the index).
+        The
+        pieces are gathered into blocks of a few MiB; each block is hashed (the GIL is released
+        while hashing large buffers) and written with one ``pwritev`` in a worker thread while
+        the next block streams in, so the loop thread neither joins nor writes the body.
+        """
+        digest = None if algo is None else hashlib.new(algo)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        pending: asyncio.Future[None] | None = None
+        written = 0
+        try:
+            pieces: builtins.list[bytes] = []
+            block = 0
+            async with contextlib.aclosing(self._iter_get(key)) as stream:
+                async for piece in stream:
+                    if not piece:
+                        continue
+                    pieces.append(piece)
+                    block += len(piece)
+                    if block >= _WRITE_BLOCK or len(pieces) >= _WRITE_PIECES:
+                        if pending is not None:
+                            await pending
+                        pending = asyncio.ensure_future(
+                            asyncio.to_thread(_write_block, fd, pieces, written, digest)
+                        )
+                        written += block
+                        pieces, block = [], 0
+            if pending is not None:
+                await pending
+            pending = None
+            if pieces:
+                await asyncio.to_thread(_write_block, fd, pieces, written, digest)
+                written += block
+        finally:
+            if pending is not None:
+                # The thread cannot be interrupted: let it finish before its file is closed.
+                await asyncio.gather(pending, return_exceptions=True)
+            os.close(fd)
+        return written, None if digest is None else digest.hexdigest()
 
     async def _download_parts(self, key: str, tmp: str, size: int, parts: int | None = None) -> int:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -467,6 +535,43 @@ def _pread_file(path: str, offset: int, length: int) -> bytes:
         os.close(fd)
 
 
-def _write_file(path: str, data: Buffer) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
+# Bytes gathered from a streamed body before one thread hop hashes and writes them; pieces per
+# hop are capped below IOV_MAX (1024) for pwritev.
+_WRITE_BLOCK = 4 * MiB
+_WRITE_PIECES = 512
+
+
+def _write_block(fd: int, pieces: builtins.list[bytes], offset: int, digest: Any) -> None:
+    """Hash ``pieces`` in order into ``digest`` (if any) and write them at ``offset`` of ``fd``."""
+    if digest is not None:
+        for piece in pieces:
+            digest.update(piece)
+    views: builtins.list[Buffer] = list(pieces)
+    while views:
+        n = os.pwritev(fd, views, offset)
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = memoryview(views[0])[n:]
+
+
+def _parse_checksum(checksum: str | None) -> tuple[str | None, str | None]:
+    """``"sha256:<hex>"`` -> ``("sha256", "<hex>")``; None -> (None, None)."""
+    if checksum is None:
+        return None, None
+    algo, sep, expected = checksum.partition(":")
+    if not sep or not expected or algo not in hashlib.algorithms_available:
+        raise ValueError(
+            f"checksum must be '<algorithm>:<hex digest>' with an algorithm of hashlib, got {checksum!r}"
+        )
+    return algo, expected.lower()
+
+
+def _hash_file(path: str, algo: str) -> str:
+    digest = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MiB), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -11,8 +11,17 @@ import stat
 import uuid
 from collections.abc import Sequence
 
-from aiolit.errors import ObjectNotFoundError, StoreError, StorePermissionError
-from aiolit.stores._base import Buffer, ObjectMeta, Store, TransferOptions, _pread_file, _read_file
+from aiolit.errors import CorruptChunkError, ObjectNotFoundError, StoreError, StorePermissionError
+from aiolit.stores._base import (
+    Buffer,
+    ObjectMeta,
+    Store,
+    TransferOptions,
+    _hash_file,
+    _parse_checksum,
+    _pread_file,
+    _read_file,
+)
 from aiolit.stores._util import check_key, check_range, store_error
 
 __all__ = ["LocalStore"]
@@ -97,11 +106,22 @@ class LocalStore(Store):
             raise self._error(exc, key) from exc
 
     async def get_to_file(
-        self, key: str, path: str | os.PathLike[str], *, size: int | None = None, parts: int | None = None
+        self,
+        key: str,
+        path: str | os.PathLike[str],
+        *,
+        size: int | None = None,
+        parts: int | None = None,
+        checksum: str | None = None,
     ) -> int:
         check_key(key)  # a local copy is one read however large: `parts` does not apply
         dest = os.fspath(path)
+        algo, expected = _parse_checksum(checksum)
         try:
+            if algo is not None:
+                digest = await asyncio.to_thread(_hash_file, self.path_for(key), algo)
+                if digest != expected:
+                    raise CorruptChunkError(f"{self.url_for(key)}: {algo} checksum {digest} != {expected}")
             return await asyncio.to_thread(_copy_atomic, self.path_for(key), dest)
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.exists(self.path_for(key)):

@@ -229,6 +229,11 @@ class RetryStore(Store):
 
         return await self._retry("GET", key, attempt, (start, end))
 
+    async def _download_stream(self, key: str, tmp: str, algo: str | None) -> tuple[int, str | None]:
+        # A streamed GET that fails midway (or ends short) starts over: each attempt rewrites
+        # the temp file and the digest from the first byte.
+        return await self._retry("GET", key, lambda: self._inner._download_stream(key, tmp, algo))
+
     async def _check_short_read(self, key: str, start: int, end: int, got: int) -> None:
         # Fewer bytes than asked is fine only when the object ends inside the range.
         size = (await self._inner.head(key)).size

@@ -171,6 +171,33 @@ _VERIFIED_LOCK = threading.Lock()
 _STAMP = "user.aiolit.verified"
 
 
+def stream_checksum(entry: ChunkEntry) -> str | None:
+    """The entry's ``"<algo>:<hex>"`` checksum when a download can hash it as it streams in."""
+    spec = entry.extra.get("checksum") if isinstance(entry.extra, dict) else None
+    if not isinstance(spec, str) or ":" not in spec:
+        return None
+    algo, _, expected = spec.partition(":")
+    return spec if algo in hashlib.algorithms_available and expected else None
+
+
+def mark_verified(path: Path, entry: ChunkEntry) -> None:
+    """Record that the cache file ``path`` matched its entry's checksum (hashed as it arrived).
+
+    The same records :func:`verify_file` keeps after hashing a file itself: this process's
+    table and the file's extended attribute, so no reader hashes the file again.
+    """
+    spec = entry.extra.get("checksum") if isinstance(entry.extra, dict) else None
+    if not isinstance(spec, str):
+        return
+    st = os.stat(path)
+    with _VERIFIED_LOCK:
+        if len(_VERIFIED) > 100_000:
+            _VERIFIED.clear()
+        _VERIFIED[(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)] = spec
+    with contextlib.suppress(OSError, AttributeError):
+        os.setxattr(path, _STAMP, f"{spec} {st.st_size} {st.st_mtime_ns}".encode())
+
+
 def verify_file(path: Path, entry: ChunkEntry, *, stamp: bool = False) -> str | None:
     """:func:`_checksum_problem`, done once for an unchanged file (None: it matches).
 
@@ -523,6 +550,7 @@ class DataSource:
         problem = ""
         for _attempt in range(2):
             started = _trace.now() if _trace.on else None
+            streamed: str | None = None
             if self.compressed[i]:
                 ztmp = tmp.with_name(tmp.name + ".z")
                 try:
@@ -544,7 +572,18 @@ class DataSource:
                 finally:
                     ztmp.unlink(missing_ok=True)
             else:
-                await store.get_to_file(entry.filename, tmp, size=int(entry.chunk_bytes), parts=parts)
+                # The checksum is computed as the bytes stream in (no second pass over the file);
+                # a mismatch leaves no file behind.
+                streamed = stream_checksum(entry)
+                try:
+                    await store.get_to_file(
+                        entry.filename, tmp, size=int(entry.chunk_bytes), parts=parts, checksum=streamed
+                    )
+                except CorruptChunkError as exc:
+                    problem = str(exc).removeprefix(f"{store.url_for(entry.filename)}: ")
+                    if _trace.on:
+                        _trace.instant("corrupt chunk", "store", key=entry.filename, problem=problem)
+                    continue
                 if started is not None:
                     _trace.complete(
                         "get",
@@ -559,6 +598,9 @@ class DataSource:
                 if _trace.on:
                     _trace.instant("corrupt chunk", "store", key=entry.filename, problem=problem)
                 continue
+            if streamed is not None:
+                await asyncio.to_thread(mark_verified, tmp, entry)
+                return
             checksum = await asyncio.to_thread(verify_file, tmp, entry, stamp=True)
             if checksum is None:
                 return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from aiolit.errors import TransientStoreError
@@ -24,7 +26,8 @@ class FaultPlan:
         The next ``failures`` requests (of the operations in ``ops``) raise a
         :class:`~aiolit.errors.TransientStoreError` with ``status`` before reaching the store.
     short_reads : int
-        The next ``short_reads`` range reads return only the first half of the bytes.
+        The next ``short_reads`` range reads, or streamed whole-object reads (a single-GET
+        ``get_to_file``), return only the first half of the bytes.
     latency : float
         Seconds added before every request.
     status : int
@@ -67,6 +70,19 @@ class FaultyStore(Store):
     async def _get(self, key: str) -> bytes:
         await self._enter("get", key)
         return await self.inner.get(key)
+
+    async def _iter_get(self, key: str) -> AsyncGenerator[bytes, None]:
+        # The inner store's own streaming (a real S3 body arrives in pieces); a short read ends
+        # the stream after the first half of the object.
+        await self._enter("get", key)
+        if self.plan.short_reads > 0:
+            self.plan.short_reads -= 1
+            data = await self.inner.get(key)
+            yield data[: len(data) // 2]
+            return
+        async with contextlib.aclosing(self.inner._iter_get(key)) as stream:
+            async for piece in stream:
+                yield piece
 
     async def _get_range(self, key: str, start: int, end: int) -> bytes:
         await self._enter("get_range", key)
