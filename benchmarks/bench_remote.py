@@ -21,7 +21,10 @@ What it does (everything on 127.0.0.1, every server stopped by PID at the end):
    drop_last=True)`` (pointed at the proxy) and ``StreamingDataLoader``, and times the first batch
    (the clock starts after the imports, ``torch`` and the S3 clients, so the index GET, the client
    builds and the worker start count) and the full epoch. The proxy's counters before and after
-   give the GET requests and bytes of the run (index and epoch). Medians are printed.
+   give the GET requests and bytes of the run (index and epoch), and the CPU seconds spent by
+   the run's process tree (imports included), the proxy and the storage server. Medians are
+   printed. ``--libs aiolit,aiolit@DIR`` compares aiolit with another source tree of it (``DIR``
+   holds its ``aiolit`` package: a ``git worktree`` of the commit before a change, its ``src``).
 
 LitData 0.2.76 reads chunks through obstore (an ``S3Store`` built from its boto3 client's endpoint
 and credentials) and ``index.json`` through boto3. Its obstore client options are fixed; the
@@ -164,7 +167,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     # Imports (torch, the S3 clients) happen before the clock starts, for both libraries.
     import torch  # noqa: F401
 
-    if lib == "aiolit":
+    if lib.startswith("aiolit"):
         import aiobotocore.session  # noqa: F401
 
         import aiolit.streaming as mod
@@ -232,6 +235,22 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
 
 
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of the live process ``pid`` (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def read_stats(path: str) -> dict[str, int]:
     time.sleep(0.3)  # the proxy rewrites the file every 50 ms
     try:
@@ -241,19 +260,30 @@ def read_stats(path: str) -> dict[str, int]:
         return {"gets": 0, "bytes_down": 0, "connections": 0}
 
 
-def run_child(spec: dict[str, Any], env: dict[str, str], timeout: float, stats: str) -> dict[str, Any]:
+def run_child(
+    spec: dict[str, Any], env: dict[str, str], timeout: float, stats: str, servers: tuple[int, int]
+) -> dict[str, Any]:
     before = read_stats(stats)
+    cpu = children_cpu(), proc_cpu(servers[0]), proc_cpu(servers[1])
+    lib = spec["lib"]
+    if lib.startswith("aiolit@"):  # another aiolit source tree (e.g. the commit before a change)
+        src = lib.split("@", 1)[1]
+        env = {**env, "PYTHONPATH": os.pathsep.join([src, str(REPO), env.get("PYTHONPATH", "")])}
     out = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
         env=env, capture_output=True, timeout=timeout, text=True,
     )  # fmt: skip
     after = read_stats(stats)
+    spent = children_cpu() - cpu[0], proc_cpu(servers[0]) - cpu[1], proc_cpu(servers[1]) - cpu[2]
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:200]}
     result: dict[str, Any] = json.loads(lines[-1])
     result["gets"] = after["gets"] - before["gets"]
     result["bytes"] = after["bytes_down"] - before["bytes_down"]
+    # CPU seconds of the run's process tree (the child and its loader workers, imports included),
+    # of the latency proxy (TLS for every connection) and of the storage server.
+    result["cpu"], result["proxy_cpu"], result["server_cpu"] = spent
     return result
 
 
@@ -263,7 +293,12 @@ def main() -> None:
     parser.add_argument("--mbps", type=float, default=1000.0, help="per-connection cap (0: none)")
     parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
     parser.add_argument("--workers", default="0,2")
-    parser.add_argument("--libs", default="aiolit,litdata")
+    parser.add_argument(
+        "--libs",
+        default="aiolit,litdata",
+        help="libraries to alternate; aiolit@DIR is aiolit from another source tree (DIR holds the "
+        "aiolit package), e.g. a git worktree of the commit before a change",
+    )
     parser.add_argument("--datasets", default="tokens,small")
     parser.add_argument("--small-samples", type=int, default=200_000)
     parser.add_argument("--small-chunk-mb", type=float, default=64)
@@ -290,6 +325,7 @@ def main() -> None:
         tls = None if args.http else make_cert(root)
         s3_port = int(server.endpoint.rsplit(":", 1)[1])
         proxy, proxy_port = start_proxy(s3_port, args, stats, None if tls is None else tls[:2])
+        server_pid = server.process.pid if server.process is not None else 0
         endpoint = f"{'http' if tls is None else 'https'}://127.0.0.1:{proxy_port}"
         direct = dict(server.storage_options)
         opts: dict[str, Any] = {**direct, "endpoint_url": endpoint}
@@ -335,18 +371,19 @@ def main() -> None:
                 cell: dict[str, list[dict[str, Any]]] = {lib: [] for lib in libs}
                 for r in range(args.repeat):
                     for lib in libs if r % 2 == 0 else libs[::-1]:  # alternate who goes first
-                        cache = os.path.join(root, f"cache-{lib}-{kind}-{workers}-{r}")
+                        cache = os.path.join(root, f"cache-{libs.index(lib)}-{kind}-{workers}-{r}")
                         spec = {
                             "lib": lib, "kind": kind, "workers": workers, "cache": cache, "opts": opts,
                             "url": f"s3://{bucket}/{kind}", "block": args.block,
                             "batch": args.small_batch if kind == "small" else args.token_batch,
                         }  # fmt: skip
-                        res = run_child(spec, env, args.timeout, stats)
+                        res = run_child(spec, env, args.timeout, stats, (proxy.pid, server_pid))
                         shutil.rmtree(cache, ignore_errors=True)
                         cell[lib].append(res)
                         show = res.get("error") or (
                             f"first {res['first']:.2f}s epoch {res['total']:.2f}s "
-                            f"GETs {res['gets']} {res['bytes'] / MB:.0f} MB"
+                            f"GETs {res['gets']} {res['bytes'] / MB:.0f} MB; CPU s: client "
+                            f"{res['cpu']:.2f} proxy {res['proxy_cpu']:.2f} server {res['server_cpu']:.2f}"
                         )
                         print(f"  {kind:6s} workers={workers} {lib:8s} run {r + 1}: {show}", flush=True)
                 rows.append((kind, workers, cell))
@@ -358,7 +395,7 @@ def main() -> None:
         print()
         print(f"medians of {args.repeat}; tokens rate in M tok/s, small in samples/s")
         print(f"{'dataset':7s} {'wk':>2s} {'library':8s} {'first s':>7s} {'epoch s':>7s} {'rate':>9s} "
-              f"{'ceil':>5s} {'GETs':>5s} {'MB':>6s}  " + "  ".join(f"vs {o}: rate x / first ÷ / GETs x" for o in others))  # fmt: skip
+              f"{'ceil':>5s} {'GETs':>5s} {'MB':>6s} {'cpu s':>5s}  " + "  ".join(f"vs {o}: rate x / first ÷ / GETs x" for o in others))  # fmt: skip
         for kind, workers, cell in rows:
             good = {lib: [r for r in runs if "error" not in r] for lib, runs in cell.items()}
             for lib in libs:
@@ -379,7 +416,7 @@ def main() -> None:
                 else:
                     rate_s, frac = f"{samples / total:9,.0f}", ""
                 line = (f"{kind:7s} {workers:2d} {lib:8s} {first:7.2f} {total:7.2f} {rate_s} {frac:>5s} "
-                        f"{med(runs, 'gets'):5.0f} {med(runs, 'bytes') / MB:6.0f}")  # fmt: skip
+                        f"{med(runs, 'gets'):5.0f} {med(runs, 'bytes') / MB:6.0f} {med(runs, 'cpu'):5.1f}")  # fmt: skip
                 if lib == base:
                     for o in others:
                         if good[o]:
@@ -389,7 +426,8 @@ def main() -> None:
                 print(line)
         print(f"rate x = {base} epoch throughput / the other's (target >= 3); first ÷ = {base} time to "
               f"first batch / the other's (target <= 0.33); GETs x = request ratio (target <= 1.25); "
-              f"ceil = epoch rate / the 16-parallel-range ceiling")  # fmt: skip
+              f"ceil = epoch rate / the 16-parallel-range ceiling; "
+              f"cpu s = CPU seconds of the run's process tree (imports included)")  # fmt: skip
     finally:
         if proxy is not None:
             stop(proxy)

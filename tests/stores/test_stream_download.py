@@ -7,6 +7,7 @@ a checksum mismatch leaves no file, and a stream that fails midway restarts from
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -134,3 +135,36 @@ async def test_local_store_checks_the_checksum_too(tmp_path: Path) -> None:
     with pytest.raises(CorruptChunkError, match="sha256 checksum"):
         await store.get_to_file("a.bin", tmp_path / "b.bin", checksum="sha256:" + "0" * 64)
     assert not (tmp_path / "b.bin").exists()
+
+
+class _Stall(FaultyStore):
+    """A streamed GET that delivers 5 MiB (a block is being written) and then waits forever."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner, FaultPlan())
+        self.stalled = asyncio.Event()
+
+    async def _iter_get(self, key: str) -> AsyncGenerator[bytes, None]:
+        sent = 0
+        async for piece in super()._iter_get(key):
+            yield piece
+            sent += len(piece)
+            if sent >= 5 * 2**20:
+                self.stalled.set()
+                await asyncio.Event().wait()
+
+
+async def test_a_cancelled_download_leaves_nothing(raw: Store, tmp_path: Path) -> None:
+    stalling = _Stall(raw)
+    task = asyncio.ensure_future(
+        stalling.get_to_file("big.bin", tmp_path / "big.bin", size=SIZE, checksum=GOOD)
+    )
+    await asyncio.wait_for(stalling.stalled.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.2)  # a block write still running in its thread finds its file gone
+    assert _leftovers(tmp_path) == []
+    # the store is still usable
+    assert await raw.get_to_file("big.bin", tmp_path / "big.bin", size=SIZE, checksum=GOOD) == SIZE
+    assert (tmp_path / "big.bin").read_bytes() == DATA

@@ -335,74 +335,68 @@ class Store(abc.ABC):
         One attempt: a retrying store calls it again (it rewrites ``tmp`` from the start). A
         body cut short is the client's to detect (S3's checks its Content-Length); a body of
         another size than the caller expected is the caller's (a chunk's size is in the index).
-        The
-        pieces are gathered into blocks of a few MiB; each block is hashed (the GIL is released
-        while hashing large buffers) and written with one ``pwritev`` in a worker thread while
-        the next block streams in, so the loop thread neither joins nor writes the body.
+        The pieces are gathered into blocks of a few MiB; each block is hashed (the GIL is
+        released while hashing large buffers) and written with one ``pwritev`` in a worker
+        thread while the next block streams in, so the loop thread neither joins nor writes the
+        body. Each write opens the file by name: a thread left running by a cancelled download
+        never writes through a descriptor number that was closed and reused meanwhile.
         """
         digest = None if algo is None else hashlib.new(algo)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
         pending: asyncio.Future[None] | None = None
         written = 0
+        pieces: builtins.list[bytes] = []
+        block = 0
         try:
-            pieces: builtins.list[bytes] = []
-            block = 0
             async with contextlib.aclosing(self._iter_get(key)) as stream:
                 async for piece in stream:
-                    if not piece:
-                        continue
                     pieces.append(piece)
                     block += len(piece)
                     if block >= _WRITE_BLOCK or len(pieces) >= _WRITE_PIECES:
                         if pending is not None:
                             await pending
                         pending = asyncio.ensure_future(
-                            asyncio.to_thread(_write_block, fd, pieces, written, digest)
+                            asyncio.to_thread(_write_block, tmp, pieces, written, digest)
                         )
                         written += block
                         pieces, block = [], 0
             if pending is not None:
                 await pending
             pending = None
-            if pieces:
-                await asyncio.to_thread(_write_block, fd, pieces, written, digest)
+            if block:
+                await asyncio.to_thread(_write_block, tmp, pieces, written, digest)
                 written += block
         finally:
-            if pending is not None:
-                # The thread cannot be interrupted: let it finish before its file is closed.
+            if pending is not None and not pending.done():
                 await asyncio.gather(pending, return_exceptions=True)
-            os.close(fd)
         return written, None if digest is None else digest.hexdigest()
 
     async def _download_parts(self, key: str, tmp: str, size: int, parts: int | None = None) -> int:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.ftruncate(fd, size)
-
-            def part(start: int, end: int) -> Callable[[], Awaitable[None]]:
-                async def run() -> None:
-                    data = await self.get_range(key, start, end)
-                    if len(data) != end - start:
-                        raise store_error(
-                            TransientStoreError,
-                            f"{self.url_for(key)} returned {len(data)} bytes for a range of "
-                            f"{end - start}: the object is smaller than the size given or changed",
-                            url=self.url_for(key),
-                            byte_range=(start, end),
-                        )
-                    await asyncio.to_thread(os.pwrite, fd, data, start)
-
-                return run
-
-            step = (
-                self._transfer.part_size
-                if parts is None
-                else max(self._transfer.part_size, -(-size // parts))
-            )
-            pieces = split_span(0, size, step)
-            await gather_bounded([part(s, e) for s, e in pieces], self._transfer.max_concurrency)
         finally:
             os.close(fd)
+
+        def part(start: int, end: int) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                data = await self.get_range(key, start, end)
+                if len(data) != end - start:
+                    raise store_error(
+                        TransientStoreError,
+                        f"{self.url_for(key)} returned {len(data)} bytes for a range of "
+                        f"{end - start}: the object is smaller than the size given or changed",
+                        url=self.url_for(key),
+                        byte_range=(start, end),
+                    )
+                # By name, not through a shared descriptor: see _download_stream.
+                await asyncio.to_thread(_pwrite_path, tmp, data, start)
+
+            return run
+
+        step = self._transfer.part_size if parts is None else max(self._transfer.part_size, -(-size // parts))
+        pieces = split_span(0, size, step)
+        await gather_bounded([part(s, e) for s, e in pieces], self._transfer.max_concurrency)
         return size
 
     async def put(self, key: str, data: Buffer) -> None:
@@ -541,20 +535,32 @@ _WRITE_BLOCK = 4 * MiB
 _WRITE_PIECES = 512
 
 
-def _write_block(fd: int, pieces: builtins.list[bytes], offset: int, digest: Any) -> None:
-    """Hash ``pieces`` in order into ``digest`` (if any) and write them at ``offset`` of ``fd``."""
+def _write_block(path: str, pieces: builtins.list[bytes], offset: int, digest: Any) -> None:
+    """Hash ``pieces`` in order into ``digest`` (if any) and write them at ``offset`` of ``path``."""
     if digest is not None:
         for piece in pieces:
             digest.update(piece)
-    views: builtins.list[Buffer] = list(pieces)
-    while views:
-        n = os.pwritev(fd, views, offset)
-        offset += n
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = memoryview(views[0])[n:]
+    views: builtins.list[Buffer] = [p for p in pieces if p]
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        while views:
+            n = os.pwritev(fd, views, offset)
+            offset += n
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            if views and n:
+                views[0] = memoryview(views[0])[n:]
+    finally:
+        os.close(fd)
+
+
+def _pwrite_path(path: str, data: bytes, offset: int) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
 
 
 def _parse_checksum(checksum: str | None) -> tuple[str | None, str | None]:
