@@ -15,7 +15,9 @@ What it does (everything on 127.0.0.1, every server stopped by PID at the end):
    ``TokensLoader(block_size=2049)``, batch 8) and ``small`` (200k dicts of a 32x32x3 uint8 array
    and a label, 64 MB chunks, batch 256);
 3. measures the ceiling: every token chunk fetched as 8 MiB range GETs, 16 in flight, through the
-   proxy with aiolit's S3 store;
+   proxy with aiolit's S3 store (into memory); then what a loader's download adds: every chunk
+   into a file with ``get_to_file`` verified against its sha256, 3 in flight, one GET each (its
+   rate and CPU per MB);
 4. for each dataset x ``num_workers``, ``--repeat`` rounds that alternate the libraries, each run
    in a fresh child process with a fresh cache directory: builds ``StreamingDataset(shuffle=True,
    drop_last=True)`` (pointed at the proxy) and ``StreamingDataLoader``, and times the first batch
@@ -154,7 +156,34 @@ async def ceiling(url: str, opts: dict[str, Any], names: list[str], size: int) -
         t = time.perf_counter()
         total = sum(await asyncio.gather(*(get(*r) for r in ranges)))
         parallel = total / (time.perf_counter() - t)
-        return {"small_get_ms": small_ms, "single_MBps": single / MB, "parallel16_MBps": parallel / MB}
+        # What the loader's downloads add to the bytes: every chunk into a file, verified against
+        # its sha256, 3 in flight (max_pre_download + 1), one GET each; rate and this process's CPU.
+        index = json.loads(await store.get("index.json"))
+        entries = {c["filename"]: c for c in index["chunks"]}
+        sem = asyncio.Semaphore(3)
+        folder = tempfile.mkdtemp(prefix="aiolit-bench-files-")
+
+        async def to_file(key: str) -> int:
+            async with sem:
+                dest = os.path.join(folder, key)
+                entry = entries[key]
+                return await store.get_to_file(
+                    key, dest, size=int(entry["chunk_bytes"]), parts=1, checksum=entry.get("checksum")
+                )
+
+        try:
+            cpu, t = time.process_time(), time.perf_counter()
+            total = sum(await asyncio.gather(*(to_file(n) for n in names)))
+            files, files_cpu = total / (time.perf_counter() - t), time.process_time() - cpu
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return {
+            "small_get_ms": small_ms,
+            "single_MBps": single / MB,
+            "parallel16_MBps": parallel / MB,
+            "files_MBps": files / MB,
+            "files_cpu_ms_per_MB": files_cpu * 1000 / (total / MB),
+        }
     finally:
         await store.aclose()
 
@@ -359,7 +388,8 @@ def main() -> None:
         if ceil is not None:
             print(f"ceiling (token chunks, aiolit S3Store): small GET {ceil['small_get_ms']:.1f} ms, "
                   f"one stream {ceil['single_MBps']:.0f} MB/s, 16 parallel 8 MiB ranges "
-                  f"{ceil['parallel16_MBps']:.0f} MB/s")  # fmt: skip
+                  f"{ceil['parallel16_MBps']:.0f} MB/s; into verified files, 3 in flight: "
+                  f"{ceil['files_MBps']:.0f} MB/s at {ceil['files_cpu_ms_per_MB']:.1f} ms of CPU per MB")  # fmt: skip
         for kind in kinds:
             size, n = info[kind]
             print(f"dataset {kind}: {n} chunks, {size / MB:.0f} MB")
