@@ -15,6 +15,7 @@ are below :attr:`StoreSuite.large_size` (so multipart uploads and ranged downloa
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import multiprocessing
 import os
 import pickle
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from aiolit.errors import ObjectNotFoundError
+from aiolit.errors import CorruptChunkError, ObjectNotFoundError
 from aiolit.stores import Store
 
 __all__ = ["StoreSuite"]
@@ -203,6 +204,24 @@ class StoreSuite:
         await store.put("empty.bin", b"")
         assert await store.get_to_file("empty.bin", str(tmp_path / "e.bin"), size=0) == 0
         assert (tmp_path / "e.bin").read_bytes() == b""
+
+    async def test_get_to_file_checks_a_checksum(self, store: Store, tmp_path: Path) -> None:
+        data = _payload(self.large_size, 9)
+        await store.put("sum.bin", data)
+        good = "sha256:" + hashlib.sha256(data).hexdigest()
+        bad = "sha256:" + hashlib.sha256(data + b"!").hexdigest()
+        folder = tmp_path / "sums"
+        for parts in (1, 2):  # hashed as it streams; hashed from the file once the ranges are in
+            dest = folder / f"{parts}.bin"
+            assert await store.get_to_file(
+                "sum.bin", dest, size=len(data), parts=parts, checksum=good
+            ) == len(data)
+            assert dest.read_bytes() == data
+            with pytest.raises(CorruptChunkError, match="sha256 checksum"):
+                await store.get_to_file(
+                    "sum.bin", folder / "bad.bin", size=len(data), parts=parts, checksum=bad
+                )
+        assert sorted(os.listdir(folder)) == ["1.bin", "2.bin"]  # nothing from the failed ones
 
     async def test_pickle_after_use(self, store: Store) -> None:
         await store.put("p.bin", b"pickled")
