@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiolit._fast import gather_token_blocks
+from aiolit._torch import worker_info
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -206,12 +209,13 @@ class TokensLoader(BaseItemLoader):
 
     def batch_buffer(
         self, rows: int, *, as_numpy: bool = False
-    ) -> tuple[torch.Tensor | npt.NDArray[Any], npt.NDArray[Any]]:
-        """An uninitialized ``(rows, block_size)`` batch and a numpy view of it to fill.
+    ) -> tuple[torch.Tensor | npt.NDArray[Any], torch.Tensor | npt.NDArray[Any]]:
+        """An uninitialized ``(rows, block_size)`` batch and a view of it to fill (:meth:`gather`).
 
         The batch is a tensor, what ``default_collate`` makes of ``rows`` blocks (numpy blocks
         become a tensor too); in a DataLoader worker it lives in shared memory, as
-        ``default_collate``'s does, so handing it to the main process copies nothing.
+        ``default_collate``'s does, so handing it to the main process copies nothing, and the
+        view is a numpy array of it; in the main process the view is the tensor itself.
         ``as_numpy``: a numpy array instead (the receiver turns it into that tensor with
         ``torch.from_numpy``).
         """
@@ -221,24 +225,28 @@ class TokensLoader(BaseItemLoader):
             array = np.empty(shape, self.dtype)
             return array, array
         import torch
-        from torch.utils.data import get_worker_info
 
-        dtype = torch.from_numpy(np.empty(0, self.dtype)).dtype
-        if get_worker_info() is None:
+        dtype = self.__dict__.get("_batch_dtype")
+        if dtype is None:
+            dtype = self.__dict__["_batch_dtype"] = torch.from_numpy(np.empty(0, self.dtype)).dtype
+        if worker_info() is None:
             batch = torch.empty(shape, dtype=dtype)
-        else:
-            nbytes = rows * self.block_size * self.dtype.itemsize
-            storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
-            batch = torch.empty(0, dtype=dtype).set_(storage, 0, shape, (self.block_size, 1))
+            return batch, batch
+        nbytes = rows * self.block_size * self.dtype.itemsize
+        storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
+        batch = torch.empty(0, dtype=dtype).set_(storage, 0, shape, (self.block_size, 1))
         return batch, batch.numpy()
 
-    def copy_blocks(self, chunk: OpenChunk, ks: npt.NDArray[np.int64], out: npt.NDArray[Any]) -> None:
-        """Copy blocks ``ks`` of ``chunk`` into the rows of ``out`` (one ``memcpy`` per row)."""
-        from aiolit._fast import copy_token_blocks
+    def gather(
+        self, chunk: OpenChunk, order: npt.NDArray[np.int64], pos: int, take: int, out: Any, row: int
+    ) -> None:
+        """Copy blocks ``order[pos : pos + take]`` of ``chunk`` into rows ``row...`` of ``out``.
 
+        ``out`` is a view from :meth:`batch_buffer` (a numpy array or a CPU tensor); one
+        ``memcpy`` per block (``gather_token_blocks``).
+        """
         assert self.block_size is not None
-        tokens = chunk.tokens(self.dtype)
-        copy_token_blocks([tokens] * len(ks), ks * self.block_size, self.block_size, out)
+        gather_token_blocks(chunk.tokens(self.dtype), order, pos, take, self.block_size, out, row)
 
 
 class ParquetLoader(BaseItemLoader):
