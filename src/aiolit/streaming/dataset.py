@@ -11,6 +11,7 @@ decodes samples from mmaps in the consumer's thread (:mod:`._run`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
 import os
@@ -568,9 +569,7 @@ class StreamingDataset(_IterableBase[Any]):
             loader = self.item_loader
             assert isinstance(loader, TokensLoader)
 
-            def alloc(rows: int) -> tuple[Any, Any]:
-                return loader.batch_buffer(rows, as_numpy=as_numpy)
-
+            alloc = functools.partial(loader.batch_buffer, as_numpy=as_numpy)
             walk = run.walk_batches(batch, new or alloc, loader.gather)
             if self.source.range_readable and self.read_early:
                 assert loader.block_size is not None

@@ -245,8 +245,7 @@ class TokensLoader(BaseItemLoader):
         ``out`` is a view from :meth:`batch_buffer` (a numpy array or a CPU tensor); one
         ``memcpy`` per block (``gather_token_blocks``).
         """
-        assert self.block_size is not None
-        gather_token_blocks(chunk.tokens(self.dtype), order, pos, take, self.block_size, out, row)
+        gather_token_blocks(chunk.tokens(self._dtype), order, pos, take, self.block_size, out, row)  # type: ignore[arg-type]
 
 
 class ParquetLoader(BaseItemLoader):
