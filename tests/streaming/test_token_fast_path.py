@@ -314,6 +314,30 @@ def test_sync_iteration_inside_a_running_loop(tokens: dict[str, str], torch_fetc
     assert torch_fetches[0] == 0
 
 
+@pytest.mark.s3
+def test_s3_dataset_takes_the_fast_path(
+    s3_server: Any, tokens: dict[str, str], tmp_path: Path, torch_fetches: list[int]
+) -> None:
+    from tests.streaming._data import upload
+
+    url = upload(s3_server, Path(tokens["tensor"]), s3_server.new_url("fast"))
+    ref = StreamingDataLoader(_ds(tokens["tensor"], shuffle=True), batch_size=6, collate_fn=default_collate)
+    want = [list(ref), list(ref)]
+    torch_fetches[0] = 0
+    ds = StreamingDataset(
+        url,
+        cache_dir=str(tmp_path / "cache"),
+        storage_options=s3_server.storage_options,
+        item_loader=TokensLoader(BLOCK),
+        shuffle=True,
+    )
+    loader = StreamingDataLoader(ds, batch_size=6)
+    # Cold (the first batch read by byte range, chunks downloading), then from the cache.
+    _assert_same(list(loader), want[0])
+    _assert_same(list(loader), want[1])
+    assert torch_fetches[0] == 0
+
+
 # -- LitData's golden token datasets ----------------------------------------------------------------
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "format"))
