@@ -8,6 +8,7 @@ import struct
 from collections import Counter
 from math import factorial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,7 @@ import pytest
 
 from aiolit._fast import (
     copy_token_blocks,
+    gather_token_blocks,
     parse_header,
     parse_offsets,
     permutation,
@@ -319,6 +321,75 @@ def test_copy_token_blocks_read_only_out() -> None:
     out.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
         copy_token_blocks([np.arange(4, dtype=np.int32)], np.array([0]), 2, out)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.int64])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_gather_token_blocks(dtype: npt.DTypeLike, as_tensor: bool) -> None:
+    import torch
+
+    tokens = np.arange(43, dtype=dtype)  # 10 blocks of 4 and a tail of 3
+    order = np.array([9, 0, 4, 4, 7], dtype=np.int64)
+    out = np.full((5, 4), 7, dtype=dtype)
+    target = torch.from_numpy(out) if as_tensor else out
+    gather_token_blocks(tokens, order, 1, 3, 4, target, 2)  # blocks 0, 4, 4 into rows 2-4
+    want = np.full((5, 4), 7, dtype=dtype)
+    want[2:5] = [tokens[k * 4 : k * 4 + 4] for k in (0, 4, 4)]
+    np.testing.assert_array_equal(out, want)
+    gather_token_blocks(tokens, order, 0, 2, 4, target)  # blocks 9 (the last whole one), 0
+    np.testing.assert_array_equal(out[:2], [tokens[36:40], tokens[0:4]])
+    gather_token_blocks(tokens, order, 5, 0, 4, target, 5)  # nothing
+
+
+@pytest.mark.parametrize(
+    ("args", "exc", "message"),
+    [
+        ((np.array([10]), 0, 1, 4, np.empty((1, 4), np.int32)), IndexError, "block 10 (order[0]) is outside"),
+        ((np.array([-1]), 0, 1, 4, np.empty((1, 4), np.int32)), IndexError, "block -1 (order[0])"),
+        (
+            (np.array([0, 1]), 1, 2, 4, np.empty((2, 4), np.int32)),
+            IndexError,
+            "blocks [1, 3) are outside an order of 2",
+        ),
+        (
+            (np.array([0, 1]), 0, 2, 4, np.empty((2, 4), np.int32), 1),
+            IndexError,
+            "rows [1, 3) are outside out's 2 rows",
+        ),
+        (
+            (np.array([0]), 0, 1, 4, np.empty((1, 5), np.int32)),
+            ValueError,
+            "out must have shape (rows, 4), got (1, 5)",
+        ),
+        ((np.array([0]), 0, 1, 4, np.empty((1, 8), np.int32)[:, ::2]), ValueError, "C-contiguous"),
+        (
+            (np.array([0]), 0, 1, 4, np.empty((1, 4), np.int64)),
+            ValueError,
+            "out has 8-byte items, tokens 4-byte",
+        ),
+        ((np.array([0.5]), 0, 1, 4, np.empty((1, 4), np.int32)), TypeError, "expected an integer array"),
+    ],
+)
+def test_gather_token_blocks_errors(args: tuple[Any, ...], exc: type, message: str) -> None:
+    tokens = np.arange(42, dtype=np.int32)
+    with pytest.raises(exc, match=re.escape(message)):
+        gather_token_blocks(tokens, *args)
+
+
+def test_gather_token_blocks_checks_tensors_and_tokens() -> None:
+    import torch
+
+    order = np.array([0], dtype=np.int64)
+    with pytest.raises(ValueError, match="contiguous CPU tensor"):
+        gather_token_blocks(
+            np.arange(8, dtype=np.int32), order, 0, 1, 4, torch.empty(4, 2, dtype=torch.int32).t()
+        )
+    with pytest.raises(ValueError, match="out must have shape"):
+        gather_token_blocks(np.arange(8, dtype=np.int32), order, 0, 1, 4, torch.empty(4, dtype=torch.int32))
+    with pytest.raises(ValueError, match="tokens must be contiguous"):
+        gather_token_blocks(np.arange(16, dtype=np.int32)[::2], order, 0, 1, 4, np.empty((1, 4), np.int32))
+    with pytest.raises(ValueError, match="tokens must be 1-D"):
+        gather_token_blocks(np.zeros((2, 4), np.int32), order, 0, 1, 4, np.empty((1, 4), np.int32))
 
 
 # --------------------------------------------------------------------------------- permutations

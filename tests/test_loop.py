@@ -132,3 +132,30 @@ def test_ctrl_c_interrupts_a_wait() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "interrupted True"
+
+
+def test_a_hop_cancelled_before_its_first_step_closes_its_coroutine() -> None:
+    """Cancelled between reaching aiolit's loop and its first step: no "never awaited" warning."""
+    import gc
+    import warnings
+
+    async def work() -> int:
+        return 1
+
+    async def main() -> None:
+        job = _loop._Job(work(), asyncio.get_running_loop())
+
+        def start_then_cancel() -> None:  # on aiolit's loop, in one callback: no step in between
+            _loop._start([job])
+            assert job.task is not None
+            job.task.cancel()
+
+        _loop.get_loop().call_soon_threadsafe(start_then_cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(job.future, 10)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+        gc.collect()
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []

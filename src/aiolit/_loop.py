@@ -245,6 +245,9 @@ def _finish(job: _Job, task: asyncio.Task[Any]) -> None:
         if job.error is None:
             job.result = task.result()
     job.task = None
+    # A task cancelled before its first step never started the coroutine: close it, or Python
+    # warns "never awaited" when it is collected. Closing a finished coroutine does nothing.
+    job.coro.close()
     job.coro = None  # type: ignore[assignment]
     if job.cancelled:
         return

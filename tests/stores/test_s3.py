@@ -140,3 +140,52 @@ def test_unknown_option_is_rejected_without_echoing_values() -> None:
         S3Store("s3://b", {"aws_secret": "hunter2"})
     assert "hunter2" not in str(info.value)
     assert isinstance(open_store("s3://b"), RetryStore)
+
+
+async def test_service_model_is_parsed_into_untracked_plain_dicts(
+    s3_server: ObjectServer, moto_bucket: str
+) -> None:
+    """botocore's OrderedDicts are all tracked by the GC; the same data as plain dicts mostly is not.
+
+    Each full collection of a service's process walks every tracked object, so this is ~10k fewer
+    objects per collection (docs/async.md, "Full garbage collections").
+    """
+    import gc
+    import importlib
+    import json
+    from collections import OrderedDict
+    from typing import Any
+
+    import botocore.loaders
+
+    _s3 = importlib.import_module("aiolit.stores._s3")  # the package has a function of that name
+    store = open_store(s3_server.url(moto_bucket, "plain-model"), s3_server.storage_options)
+    await store.put("k", b"value")
+    assert await store.get("k") == b"value"  # the client built on the shared loader works
+    await store.aclose()
+
+    assert type(_s3._LOADER.file_loader) is _s3._plain_json_loader_class()  # clients share it
+    fresh = botocore.loaders.Loader()
+    fresh.file_loader = _s3._plain_json_loader_class()()
+    ours = fresh.load_service_model("s3", "service-2")
+    theirs = botocore.loaders.Loader().load_service_model("s3", "service-2")
+    same = json.dumps(ours) == json.dumps(theirs)  # same data, same key order
+    assert same
+
+    def walk(node: Any) -> list[Any]:
+        out, todo = [], [node]
+        while todo:
+            n = todo.pop()
+            if isinstance(n, dict):
+                out.append(n)
+                todo.extend(n.values())
+            elif isinstance(n, list):
+                todo.extend(n)
+        return out
+
+    ours_dicts, their_dicts = walk(ours), walk(theirs)
+    assert len(ours_dicts) == len(their_dicts) > 1000
+    assert not any(isinstance(d, OrderedDict) for d in ours_dicts)
+    assert all(gc.is_tracked(d) for d in their_dicts)
+    untracked = sum(not gc.is_tracked(d) for d in ours_dicts)
+    assert untracked > len(ours_dicts) // 3

@@ -102,9 +102,11 @@ def test_first_batch_by_range_then_whole_chunks(
     got = _batches(url, cache=tmp_path / "cache", opts=opts, batch_size=batch_size, num_workers=num_workers)
     _assert_same(got, want)
     calls = _early_calls(early_spy)
-    # One early read per reading process, of at most one batch of blocks.
-    assert len(calls) == max(1, num_workers)
-    assert len({pid for pid, _, _ in calls}) == max(1, num_workers)
+    # At most one early read per reading process, of at most one batch of blocks. A worker whose
+    # first chunk a co-worker already put in the shared cache (a slow start, under load) reads it
+    # from there instead: one early read at least, not one per worker.
+    assert 1 <= len(calls) <= max(1, num_workers)
+    assert len({pid for pid, _, _ in calls}) == len(calls)
     assert all(0 < n <= batch_size for _, _, n in calls)
     # The whole chunks still arrived: a second epoch reads the cache, with no early reads.
     early_spy.unlink()

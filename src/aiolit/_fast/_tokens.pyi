@@ -17,3 +17,14 @@ def copy_token_blocks(
     out: npt.NDArray[Any],
 ) -> None:
     """Copy ``sources[i][starts[i] : starts[i] + block_size]`` into ``out[i]`` for every row."""
+
+def gather_token_blocks(
+    tokens: npt.NDArray[Any],
+    order: npt.ArrayLike,
+    pos: int,
+    take: int,
+    block_size: int,
+    out: Any,
+    row: int = 0,
+) -> None:
+    """Copy blocks ``order[pos : pos + take]`` of ``tokens`` into rows ``row...`` of ``out`` (array or CPU tensor)."""

@@ -174,3 +174,91 @@ def copy_token_blocks(list sources, starts, Py_ssize_t block_size, cnp.ndarray o
         if length > 1 and cnp.PyArray_STRIDES(src)[0] != itemsize:
             raise ValueError(f"sources[{i}] must be contiguous (stride {cnp.PyArray_STRIDES(src)[0]})")
         memcpy(dst + i * row_bytes, <char*>cnp.PyArray_DATA(src) + start * itemsize, row_bytes)
+
+
+def gather_token_blocks(cnp.ndarray tokens, order, Py_ssize_t pos, Py_ssize_t take,
+                        Py_ssize_t block_size, out, Py_ssize_t row=0):
+    """Copy blocks ``order[pos : pos + take]`` of one token stream into rows ``row...`` of ``out``.
+
+    The per-batch gather of a token loader: row ``row + i`` of ``out`` receives tokens
+    ``[order[pos + i] * block_size, (order[pos + i] + 1) * block_size)`` of ``tokens``, one
+    ``memcpy`` each, with no temporary arrays (what ``copy_token_blocks`` needs a list of sources
+    and an array of offsets for).
+
+    Parameters
+    ----------
+    tokens
+        1-D contiguous numpy array: a chunk's token stream (any dtype; ``out`` has its item size).
+    order
+        1-D int64 array of block indices inside ``tokens``.
+    pos, take
+        The blocks to copy: ``order[pos : pos + take]``.
+    block_size
+        Tokens per block (and per row of ``out``).
+    out
+        A C-contiguous, writeable ``(rows, block_size)`` numpy array, or a contiguous CPU
+        ``torch.Tensor`` of that shape (written through its ``data_ptr()``), of the tokens' item
+        size.
+    row
+        First row of ``out`` written.
+
+    Raises
+    ------
+    ValueError
+        Shape, dtype or contiguity mismatches.
+    IndexError
+        ``order[pos : pos + take]`` or the rows outside their arrays, or a block outside ``tokens``
+        (the message names it).
+    """
+    cdef cnp.ndarray ord_arr = _as_i64(order)
+    cdef const int64_t* ks = <const int64_t*>cnp.PyArray_DATA(ord_arr)
+    cdef Py_ssize_t n_order = cnp.PyArray_DIMS(ord_arr)[0]
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(tokens)
+    cdef Py_ssize_t rows, out_itemsize, i, row_bytes
+    cdef int64_t length, k
+    cdef char* dst
+    cdef const char* src
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if cnp.PyArray_NDIM(tokens) != 1:
+        raise ValueError(f"tokens must be 1-D, got {cnp.PyArray_NDIM(tokens)} dimensions")
+    length = cnp.PyArray_DIMS(tokens)[0]
+    if length > 1 and cnp.PyArray_STRIDES(tokens)[0] != itemsize:
+        raise ValueError(f"tokens must be contiguous (stride {cnp.PyArray_STRIDES(tokens)[0]})")
+    if cnp.PyArray_Check(out):
+        arr = <cnp.ndarray>out
+        if cnp.PyArray_NDIM(arr) != 2 or cnp.PyArray_DIMS(arr)[1] != block_size:
+            raise ValueError(f"out must have shape (rows, {block_size}), got {(<object>arr).shape}")
+        if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISWRITEABLE(arr):
+            raise ValueError("out must be C-contiguous and writeable")
+        rows = cnp.PyArray_DIMS(arr)[0]
+        out_itemsize = cnp.PyArray_ITEMSIZE(arr)
+        dst = <char*>cnp.PyArray_DATA(arr)
+    else:
+        shape = out.shape
+        if len(shape) != 2 or shape[1] != block_size:
+            raise ValueError(f"out must have shape (rows, {block_size}), got {tuple(shape)}")
+        if not out.is_cpu or not out.is_contiguous():
+            raise ValueError("out must be a contiguous CPU tensor")
+        rows = shape[0]
+        out_itemsize = out.element_size()
+        dst = <char*><size_t>out.data_ptr()
+    if out_itemsize != itemsize:
+        raise ValueError(f"out has {out_itemsize}-byte items, tokens {itemsize}-byte ones")
+    if take < 0 or pos < 0 or pos + take > n_order:
+        raise IndexError(f"blocks [{pos}, {pos + take}) are outside an order of {n_order}")
+    if row < 0 or row + take > rows:
+        raise IndexError(f"rows [{row}, {row + take}) are outside out's {rows} rows")
+    row_bytes = itemsize * block_size
+    for i in range(take):
+        k = ks[pos + i]
+        if k < 0 or k >= length // block_size:
+            raise IndexError(
+                f"block {k} (order[{pos + i}]) is outside a token stream of {length} tokens "
+                f"({length // block_size} blocks of {block_size})"
+            )
+    src = <const char*>cnp.PyArray_DATA(tokens)
+    dst += row * row_bytes
+    # The GIL stays held: a batch is a few µs of copying, less than a GIL hand-over can cost.
+    for i in range(take):
+        memcpy(dst + i * row_bytes, src + ks[pos + i] * row_bytes, row_bytes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -83,6 +84,38 @@ def _lazy_http_sessions() -> bool:
     from aiobotocore.httpsession import AIOHTTPSession
 
     return hasattr(AIOHTTPSession, "_get_session")
+
+
+@functools.cache
+def _plain_json_loader_class() -> type:
+    """botocore's file loader, parsing its model files into plain dicts instead of OrderedDicts.
+
+    The garbage collector tracks every OrderedDict, while a dict holding only strings and numbers
+    is untracked. The S3 model and endpoint files parse into ~23,500 OrderedDicts, ~10,500 of
+    them such leaves, so every full collection of the process walks ~10,500 fewer objects (a full
+    collection here costs 0.5-1 us per tracked object: ~13 ms less for each one, see
+    docs/async.md). Dicts keep insertion order, which is all botocore relies on.
+    """
+    import gzip
+    import json
+    import os
+
+    import botocore.loaders
+
+    openers: dict[str, Callable[..., Any]] = dict(
+        getattr(botocore.loaders, "_JSON_OPEN_METHODS", None) or {".json": open, ".json.gz": gzip.open}
+    )
+
+    class PlainJSONFileLoader(botocore.loaders.JSONFileLoader):  # type: ignore[misc]
+        def load_file(self, file_path: str) -> Any:
+            for ext, opener in openers.items():
+                path = file_path + ext
+                if os.path.isfile(path):
+                    with opener(path, "rb") as fp:
+                        return json.loads(fp.read().decode("utf-8"))
+            return None
+
+    return PlainJSONFileLoader
 
 
 def _truthy(value: Any) -> bool:
@@ -181,6 +214,7 @@ class S3Store(ClientStore):
         # Parsing the S3 service model takes ~0.2 s; the loader is plain data, so share it.
         if _LOADER is None:
             _LOADER = session.get_component("data_loader")
+            _LOADER.file_loader = _plain_json_loader_class()()
         else:
             session.register_component("data_loader", _LOADER)
         cfg: dict[str, Any] = {

@@ -52,7 +52,7 @@ class Bundle:
 class Packer:
     """Builds a worker's token batches as row ranges of bundle tensors and sends them in bundles.
 
-    ``alloc(rows)`` -> ``(tensor, numpy view)``: a new buffer (``TokensLoader.batch_buffer``).
+    ``alloc(rows)`` -> ``(tensor, numpy view)``: a new buffer (``TokensLoader.batch_allocator()``).
     :meth:`new` is the ``new`` of :meth:`Run.walk_batches`; :meth:`bundles` turns the batches
     it yields into bundles of 1, 2, 4, ... up to ``cap`` batches, then an empty ``last`` one.
     """

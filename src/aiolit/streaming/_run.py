@@ -216,15 +216,15 @@ class Run:
         self,
         size: int,
         new: Callable[[int], tuple[Any, Any]],
-        fill: Callable[[OpenChunk, npt.NDArray[np.int64], Any], None],
+        fill: Callable[[OpenChunk, npt.NDArray[np.int64], int, int, Any, int], None],
     ) -> Generator[Any, OpenChunk | None, None]:
         """:meth:`walk` in batches of ``size`` samples: what a DataLoader would collate.
 
         The batches are those of the samples :meth:`walk` yields from ``start``, cut every
         ``size`` samples, the last one short. ``new(rows)`` -> ``(batch, buffer)`` allocates a
-        batch of ``rows`` samples; ``fill(chunk, ks, buffer[a:b])`` writes items ``ks`` of
-        ``chunk`` into rows ``a:b``. A batch may span chunks: each chunk's rows are copied while
-        it is open, so no chunk is held past its step.
+        batch of ``rows`` samples; ``fill(chunk, order, pos, take, buffer, row)`` writes items
+        ``order[pos : pos + take]`` of ``chunk`` into rows ``row : row + take``. A batch may span
+        chunks: each chunk's rows are copied while it is open, so no chunk is held past its step.
         """
         plan = self.plan
         first, offset = self.start
@@ -249,11 +249,13 @@ class Run:
                     limit = n if chunk.covers is None else pos + chunk.covers
                 assert chunk is not None
                 take = min(rows - filled, limit - pos)
-                started = _trace.now() if _trace.on else None
-                fill(chunk, order[pos : pos + take], buffer[filled : filled + take])
-                if started is not None:
+                if _trace.on:
+                    started = _trace.now()
+                    fill(chunk, order, pos, take, buffer, filled)
                     args = {"chunk": plan.steps[k].chunk, "items": take}
                     _trace.complete("decode", "read", started, _trace.now(), args)
+                else:
+                    fill(chunk, order, pos, take, buffer, filled)
                 pos += take
                 filled += take
                 if filled == rows:

@@ -22,7 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.data.dataloader import _BaseDataLoaderIter, _MultiProcessingDataLoaderIter
+from torch.utils.data.dataloader import (
+    _BaseDataLoaderIter,
+    _MultiProcessingDataLoaderIter,
+    _SingleProcessDataLoaderIter,
+)
 
 from aiolit import _trace
 from aiolit.errors import StateDictError
@@ -47,6 +51,16 @@ def worker_of_batch(k: int, batches: np.ndarray[Any, Any]) -> int:
     r = int(np.searchsorted(ends, k, side="right"))
     offset = k - (int(ends[r - 1]) if r else 0)
     return int(np.flatnonzero(batches > r)[offset])
+
+
+# Whether torch's profiler is recording (a C function: ~0.07 µs a call); None if this torch has none.
+_profiler_enabled: Callable[[], bool] | None = getattr(
+    getattr(torch._C, "_autograd", None), "_profiler_enabled", None
+)
+
+
+def _never() -> bool:
+    return False
 
 
 def _as_is(batch: Any) -> Any:
@@ -434,17 +448,22 @@ class StreamingDataLoader(DataLoader[Any]):
             iterator = Unbundle(
                 iterator, lambda it=iterator: it._aiolit_worker, self.num_workers, self._first_worker
             )
+        # Batches built by the dataset without workers: taken from the dataset's iterator itself
+        # (what torch's iterator would hand on unchanged), except while torch's profiler runs.
+        items = self._dataset_items(iterator)
+        profiler_on = _profiler_enabled or _never
         step = self.batch_size or 1
         unordered = self._unordered()
         if len(self._worker_batches) != max(1, self.num_workers):
             self._worker_batches = [0] * max(1, self.num_workers)
         self._epoch_open = True
+        fields = self.__dict__
         try:
             while True:
                 timed = profiling or _trace.on
                 started = _trace.now() if timed else 0.0
                 try:
-                    batch = next(iterator)
+                    batch = next(iterator if items is None or profiler_on() else items)
                 except StopIteration:
                     self._epoch_open = False
                     break
@@ -458,7 +477,9 @@ class StreamingDataLoader(DataLoader[Any]):
                     if profiling and session is None:
                         self._record(started, ended)
                         profiling = not self._profiled
-                self._num_samples_yielded += step
+                # Straight into the instance dict: DataLoader.__setattr__ is Python code (~0.5 µs
+                # a batch) that guards other attributes.
+                fields["_num_samples_yielded"] += step
                 if unordered:
                     self._worker_batches[iterator._aiolit_worker] += 1  # type: ignore[attr-defined]
                 if type(batch) is np.ndarray:
@@ -486,6 +507,30 @@ class StreamingDataLoader(DataLoader[Any]):
                 ds._loader_batch = None
         with self._runs_as_batches():
             return super().__iter__()
+
+    def _dataset_items(self, iterator: Iterator[Any]) -> Iterator[Any] | None:
+        """The dataset iterator behind torch's single-process ``iterator``, when it adds nothing.
+
+        With batches built by the dataset (``_dataset_batches``), no workers and no
+        ``pin_memory``, torch's iterator hands each item of the dataset's iterator on unchanged
+        (its collate is :func:`_as_is`), at a cost of ~12 µs per batch, mostly its profiler span
+        (``record_function``): the loader then takes the items from the dataset's iterator
+        directly. torch's iterator is still built (it draws a base seed from torch's RNG and
+        calls ``iter(dataset)``) and is used while torch's profiler runs. None otherwise.
+        """
+        if not self._dataset_batches or self.num_workers or self.pin_memory or _profiler_enabled is None:
+            return None
+        if type(iterator) is not _SingleProcessDataLoaderIter:
+            return None
+        fetcher = getattr(iterator, "_dataset_fetcher", None)
+        items = getattr(fetcher, "dataset_iter", None)
+        if (
+            items is None
+            or getattr(fetcher, "auto_collation", True)
+            or getattr(fetcher, "collate_fn", None) is not _as_is
+        ):
+            return None
+        return items  # type: ignore[no-any-return]
 
     def _profile_limits(self, done: int) -> list[int]:
         """How many of the next ``profile_n`` batches (from batch ``done``) each worker yields."""

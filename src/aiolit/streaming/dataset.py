@@ -513,19 +513,19 @@ class StreamingDataset(_IterableBase[Any]):
         cap = min(MAX_BATCHES, MAX_BYTES // (size * row_bytes))
         if by_value and bundle and bundle[0] and cap > 1 and get_worker_info() is not None:
             # Several batches per message: torch's per-item cost would bound the epoch (_bundle).
-            packer = Packer(loader.batch_buffer, size, cap)
+            packer = Packer(loader.batch_allocator(), size, cap)
             return packer.bundles(self._iter_at(None, batch=size, new=packer.new))
         return self._iter_at(None, batch=size, as_numpy=as_numpy)
 
     def _can_batch_tokens(self) -> bool:
-        """Whether iteration can yield whole token batches (``TokensLoader.copy_blocks``).
+        """Whether iteration can yield whole token batches (``TokensLoader.gather``).
 
         True for a :class:`TokensLoader` (whose reading methods are not overridden) without
         transforms, in a class that does not override ``__getitem__`` or iteration: a batch is
         then exactly ``default_collate`` of its blocks.
         """
         loader, cls = self.item_loader, type(self)
-        methods = ("load", "block", "wrap", "batch_buffer", "copy_blocks")
+        methods = ("load", "block", "wrap", "batch_buffer", "batch_allocator", "gather")
         return (
             isinstance(loader, TokensLoader)
             and all(getattr(type(loader), m) is getattr(TokensLoader, m) for m in methods)
@@ -568,10 +568,7 @@ class StreamingDataset(_IterableBase[Any]):
             loader = self.item_loader
             assert isinstance(loader, TokensLoader)
 
-            def alloc(rows: int) -> tuple[Any, Any]:
-                return loader.batch_buffer(rows, as_numpy=as_numpy)
-
-            walk = run.walk_batches(batch, new or alloc, loader.copy_blocks)
+            walk = run.walk_batches(batch, new or loader.batch_allocator(as_numpy=as_numpy), loader.gather)
             if self.source.range_readable and self.read_early:
                 assert loader.block_size is not None
                 run.read_early(batch, loader.dtype.itemsize, loader.block_size)
