@@ -8,7 +8,6 @@ A spy on ``Bundle.batches`` (called in the loader's process only) proves bundles
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,9 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from aiolit import _loop
-from aiolit.stores import open_store
 from aiolit.streaming import StreamingDataLoader, StreamingDataset, TokensLoader
 from aiolit.streaming._bundle import Bundle, Packer, Unbundle
-from tests.streaming._data import write_tokens
+from tests.streaming._data import upload, write_tokens
 
 BLOCK = 4
 
@@ -213,16 +210,7 @@ def test_packer_rows_share_one_buffer() -> None:
 def test_remote_bundles_byte_exact(
     s3_server: Any, tokens: Path, tmp_path: Path, bundle_spy: list[int]
 ) -> None:
-    url = s3_server.new_url("bundled")
-
-    async def put_all() -> None:
-        store = open_store(url, s3_server.storage_options)
-        try:
-            await asyncio.gather(*(store.put_file(p.name, str(p)) for p in tokens.iterdir() if p.is_file()))
-        finally:
-            await store.aclose()
-
-    _loop.run(put_all())
+    url = upload(s3_server, tokens, s3_server.new_url("bundled"))
     opts = {"batch_size": 3, "num_workers": 2, "shuffle": True}
     want = [b.clone() for b in _loader(str(tokens), **opts)]
     remote = _loader(

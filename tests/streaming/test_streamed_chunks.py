@@ -8,6 +8,7 @@ one download) and a body cut short are caught before anything is decoded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncGenerator, Iterator
@@ -81,6 +82,17 @@ def test_streamed_chunks_are_byte_exact_through_every_path(
     loader = StreamingDataLoader(_dataset(url, opts, tmp_path / "c3"), batch_size=3, num_workers=2)
     got = [row for batch in loader for row in torch.as_tensor(batch).tolist()]
     assert sorted(got) == sorted(expected) and len(got) == len(expected)
+
+    async def read_async() -> tuple[list[list[int]], list[list[int]]]:
+        streamed = [b.tolist() async for b in _dataset(url, opts, tmp_path / "c4")]
+        fresh = _dataset(url, opts, tmp_path / "c5")
+        got = [(await fresh.aget(i)).tolist() for i in range(len(fresh))]
+        await fresh.aclose()
+        return streamed, got
+
+    streamed, got = asyncio.run(read_async())
+    assert streamed == expected
+    assert got == expected
 
 
 class _CorruptOnce(FaultyStore):

@@ -22,7 +22,10 @@ from aiolit.stores._util import (
     MiB,
     check_key,
     check_range,
+    checksum_mismatch,
     gather_bounded,
+    hash_file,
+    parse_checksum,
     plan_spans,
     split_span,
     store_error,
@@ -311,15 +314,19 @@ class Store(abc.ABC):
                 written, digest = await self._download_stream(key, tmp, algo)
             else:
                 written = await self._download_parts(key, tmp, size, parts)
-                digest = None if algo is None else await asyncio.to_thread(_hash_file, tmp, algo)
-            if digest is not None and digest != expected:
-                raise CorruptChunkError(f"{self.url_for(key)}: {algo} checksum {digest} != {expected}")
+                digest = None if algo is None else await asyncio.to_thread(hash_file, tmp, algo)
+            self._check_digest(key, algo, digest, expected)
             os.replace(tmp, dest)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         return written
+
+    def _check_digest(self, key: str, algo: str | None, digest: str | None, expected: str | None) -> None:
+        """Raise :class:`~aiolit.errors.CorruptChunkError` when ``digest`` is not ``expected``."""
+        if algo is not None and digest is not None and digest != expected:
+            raise CorruptChunkError(f"{self.url_for(key)}: {checksum_mismatch(algo, digest, expected or '')}")
 
     async def _iter_get(self, key: str) -> AsyncGenerator[bytes, None]:
         """The bytes of the whole object ``key``, in pieces as they arrive (one piece by default).
@@ -390,7 +397,7 @@ class Store(abc.ABC):
                         byte_range=(start, end),
                     )
                 # By name, not through a shared descriptor: see _download_stream.
-                await asyncio.to_thread(_pwrite_path, tmp, data, start)
+                await asyncio.to_thread(_write_block, tmp, [data], start, None)
 
             return run
 
@@ -555,29 +562,13 @@ def _write_block(path: str, pieces: builtins.list[bytes], offset: int, digest: A
         os.close(fd)
 
 
-def _pwrite_path(path: str, data: bytes, offset: int) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, offset)
-    finally:
-        os.close(fd)
-
-
 def _parse_checksum(checksum: str | None) -> tuple[str | None, str | None]:
     """``"sha256:<hex>"`` -> ``("sha256", "<hex>")``; None -> (None, None)."""
     if checksum is None:
         return None, None
-    algo, sep, expected = checksum.partition(":")
-    if not sep or not expected or algo not in hashlib.algorithms_available:
+    parsed = parse_checksum(checksum)
+    if parsed is None or not parsed[1]:
         raise ValueError(
             f"checksum must be '<algorithm>:<hex digest>' with an algorithm of hashlib, got {checksum!r}"
         )
-    return algo, expected.lower()
-
-
-def _hash_file(path: str, algo: str) -> str:
-    digest = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(MiB), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return parsed

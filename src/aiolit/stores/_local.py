@@ -11,18 +11,17 @@ import stat
 import uuid
 from collections.abc import Sequence
 
-from aiolit.errors import CorruptChunkError, ObjectNotFoundError, StoreError, StorePermissionError
+from aiolit.errors import ObjectNotFoundError, StoreError, StorePermissionError
 from aiolit.stores._base import (
     Buffer,
     ObjectMeta,
     Store,
     TransferOptions,
-    _hash_file,
     _parse_checksum,
     _pread_file,
     _read_file,
 )
-from aiolit.stores._util import check_key, check_range, store_error
+from aiolit.stores._util import check_key, check_range, hash_file, store_error
 
 __all__ = ["LocalStore"]
 
@@ -119,9 +118,8 @@ class LocalStore(Store):
         algo, expected = _parse_checksum(checksum)
         try:
             if algo is not None:
-                digest = await asyncio.to_thread(_hash_file, self.path_for(key), algo)
-                if digest != expected:
-                    raise CorruptChunkError(f"{self.url_for(key)}: {algo} checksum {digest} != {expected}")
+                digest = await asyncio.to_thread(hash_file, self.path_for(key), algo)
+                self._check_digest(key, algo, digest, expected)
             return await asyncio.to_thread(_copy_atomic, self.path_for(key), dest)
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.exists(self.path_for(key)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -56,6 +57,33 @@ def store_error(
 
 def range_text(byte_range: tuple[int, int] | None) -> str:
     return "" if byte_range is None else f" bytes [{byte_range[0]}, {byte_range[1]})"
+
+
+def parse_checksum(spec: object) -> tuple[str, str] | None:
+    """A chunk checksum ``"<hashlib algorithm>:<hex digest>"`` -> ``(algorithm, lowercase hex)``.
+
+    None when ``spec`` is not of that form or names an algorithm this Python's hashlib lacks.
+    """
+    if not isinstance(spec, str):
+        return None
+    algo, sep, expected = spec.partition(":")
+    if not sep or algo not in hashlib.algorithms_available:
+        return None
+    return algo, expected.lower()
+
+
+def hash_file(path: str | os.PathLike[str], algo: str) -> str:
+    """The hex digest of the file at ``path`` with hashlib's ``algo``, read 1 MiB at a time."""
+    digest = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_mismatch(algo: str, digest: str, expected: str) -> str:
+    """The one wording of a failed checksum, for errors and traces."""
+    return f"{algo} checksum {digest} != {expected}"
 
 
 def plan_spans(ranges: Sequence[tuple[int, int]], coalesce: int) -> list[tuple[int, int]]:

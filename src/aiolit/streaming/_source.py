@@ -24,6 +24,7 @@ import numpy as np
 
 from aiolit import _trace
 from aiolit.errors import CorruptChunkError, ObjectNotFoundError
+from aiolit.stores._util import checksum_mismatch, hash_file, parse_checksum
 from aiolit.streaming._cache import ChunkCache
 from aiolit.streaming._resolve import (
     Dir,
@@ -150,17 +151,12 @@ class OpenChunk:
 
 def _checksum_problem(path: Path, entry: ChunkEntry) -> str | None:
     """Compare a chunk file with the checksum its index entry carries, if any."""
-    spec = entry.extra.get("checksum") if isinstance(entry.extra, dict) else None
-    if not isinstance(spec, str) or ":" not in spec:
+    parsed = parse_checksum(entry.extra.get("checksum") if isinstance(entry.extra, dict) else None)
+    if parsed is None:
         return None
-    algo, _, expected = spec.partition(":")
-    if algo not in hashlib.algorithms_available:
-        return None
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return None if h.hexdigest() == expected.lower() else f"{algo} checksum {h.hexdigest()} != {expected}"
+    algo, expected = parsed
+    digest = hash_file(path, algo)
+    return None if digest == expected else checksum_mismatch(algo, digest, expected)
 
 
 # Files this process already hashed: (path, device, inode, size, mtime) -> the checksum they matched.
@@ -174,28 +170,31 @@ _STAMP = "user.aiolit.verified"
 def stream_checksum(entry: ChunkEntry) -> str | None:
     """The entry's ``"<algo>:<hex>"`` checksum when a download can hash it as it streams in."""
     spec = entry.extra.get("checksum") if isinstance(entry.extra, dict) else None
-    if not isinstance(spec, str) or ":" not in spec:
-        return None
-    algo, _, expected = spec.partition(":")
-    return spec if algo in hashlib.algorithms_available and expected else None
+    parsed = parse_checksum(spec)
+    return spec if parsed is not None and parsed[1] else None
+
+
+def _record_verified(path: Path, spec: str, st: os.stat_result, *, stamp: bool) -> None:
+    """Remember that ``path`` (as ``st`` found it) matched ``spec``: in this process, and with
+    ``stamp`` in the file's extended attribute for later processes."""
+    with _VERIFIED_LOCK:
+        if len(_VERIFIED) > 100_000:
+            _VERIFIED.clear()
+        _VERIFIED[(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)] = spec
+    if stamp:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setxattr(path, _STAMP, f"{spec} {st.st_size} {st.st_mtime_ns}".encode())
 
 
 def mark_verified(path: Path, entry: ChunkEntry) -> None:
     """Record that the cache file ``path`` matched its entry's checksum (hashed as it arrived).
 
-    The same records :func:`verify_file` keeps after hashing a file itself: this process's
-    table and the file's extended attribute, so no reader hashes the file again.
+    The same records :func:`verify_file` keeps after hashing a file itself, so no reader hashes
+    the file again.
     """
     spec = entry.extra.get("checksum") if isinstance(entry.extra, dict) else None
-    if not isinstance(spec, str):
-        return
-    st = os.stat(path)
-    with _VERIFIED_LOCK:
-        if len(_VERIFIED) > 100_000:
-            _VERIFIED.clear()
-        _VERIFIED[(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)] = spec
-    with contextlib.suppress(OSError, AttributeError):
-        os.setxattr(path, _STAMP, f"{spec} {st.st_size} {st.st_mtime_ns}".encode())
+    if isinstance(spec, str):
+        _record_verified(path, spec, os.stat(path), stamp=True)
 
 
 def verify_file(path: Path, entry: ChunkEntry, *, stamp: bool = False) -> str | None:
@@ -222,13 +221,7 @@ def verify_file(path: Path, entry: ChunkEntry, *, stamp: bool = False) -> str | 
     if not stamped:
         problem = _checksum_problem(path, entry)
     if problem is None:
-        with _VERIFIED_LOCK:
-            if len(_VERIFIED) > 100_000:
-                _VERIFIED.clear()
-            _VERIFIED[key] = spec
-        if stamp and not stamped:
-            with contextlib.suppress(OSError, AttributeError):
-                os.setxattr(path, _STAMP, mark)
+        _record_verified(path, spec, st, stamp=stamp and not stamped)
     return problem
 
 
