@@ -15,7 +15,7 @@ from functools import partial
 import numpy as np
 import numpy.typing as npt
 
-from aiolit._fast import copy_token_blocks, parse_header, permutation, token_blocks_locate
+from aiolit._fast import gather_token_blocks, parse_header, permutation, token_blocks_locate
 from aiolit.errors import CorruptChunkError
 
 
@@ -101,27 +101,26 @@ def bench_tokens(budget: float) -> list[tuple[str, float, float]]:
                 )
             )
     for dtype in [np.uint16, np.int32]:
-        # A few chunk token arrays that the batch draws from (as after prefetching).
-        chunk_tokens = [rng.integers(0, 30000, size=75 * block).astype(dtype) for _ in range(8)]
+        # One chunk's token stream that a batch gathers its blocks from (as a token loader does).
+        tokens = rng.integers(0, 30000, size=75 * block).astype(dtype)
         for batch in [8, 32, 64]:
-            chunk_of = rng.integers(0, len(chunk_tokens), size=batch)
-            sources = [chunk_tokens[c] for c in chunk_of]
-            starts = rng.integers(0, 75, size=batch) * block
+            order = rng.integers(0, 75, size=batch).astype(np.int64)
             out = np.empty((batch, block), dtype=dtype)
 
             def numpy_copy(
-                sources: list[npt.NDArray[np.generic]] = sources,
-                starts: npt.NDArray[np.int64] = starts,
+                tokens: npt.NDArray[np.generic] = tokens,
+                order: npt.NDArray[np.int64] = order,
                 out: npt.NDArray[np.generic] = out,
             ) -> None:
-                np.stack([s[i : i + block] for s, i in zip(sources, starts.tolist(), strict=True)], out=out)
+                np.stack([tokens[k * block : (k + 1) * block] for k in order.tolist()], out=out)
 
             def fast_copy(
-                sources: list[npt.NDArray[np.generic]] = sources,
-                starts: npt.NDArray[np.int64] = starts,
+                tokens: npt.NDArray[np.generic] = tokens,
+                order: npt.NDArray[np.int64] = order,
                 out: npt.NDArray[np.generic] = out,
+                batch: int = batch,
             ) -> None:
-                copy_token_blocks(sources, starts, block, out)
+                gather_token_blocks(tokens, order, 0, batch, block, out)
 
             fast_copy()
             want = out.copy()

@@ -15,7 +15,6 @@ import numpy.typing as npt
 import pytest
 
 from aiolit._fast import (
-    copy_token_blocks,
     gather_token_blocks,
     parse_header,
     parse_offsets,
@@ -219,108 +218,22 @@ def test_token_blocks_locate_errors(ids: list[float], cum: list[int], exc: type,
         token_blocks_locate(ids, cum)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, np.float32])
-def test_copy_token_blocks_dtypes(dtype: npt.DTypeLike) -> None:
-    chunk_a = np.arange(100, dtype=dtype)
-    chunk_b = (np.arange(50) + 1000).astype(dtype) if dtype != np.uint8 else np.arange(50, dtype=dtype)
-    sources = [chunk_a, chunk_b, chunk_a, chunk_b]
-    starts = np.array([0, 46, 96, 10], dtype=np.int64)
-    out = np.full((4, 4), 7, dtype=dtype)
-    copy_token_blocks(sources, starts, 4, out)
-    want = np.stack([s[i : i + 4] for s, i in zip(sources, starts.tolist(), strict=True)])
-    np.testing.assert_array_equal(out, want)
-
-
-def test_copy_token_blocks_from_chunk_bytes() -> None:
+def test_gather_token_blocks_from_chunk_bytes() -> None:
     # The real use: token views straight into a chunk buffer (LITDATA.md §1.7, B=4).
     offsets = parse_header(LITDATA_TOKENS_CHUNK)
     tokens = np.frombuffer(LITDATA_TOKENS_CHUNK, dtype="<i4", offset=int(offsets[0]))
-    chunks, token_offsets = token_blocks_locate([0, 1], [0, 2], block_size=4)
-    assert chunks.tolist() == [0, 0]
     out = np.empty((2, 4), dtype="<i4")
-    copy_token_blocks([tokens, tokens], token_offsets, 4, out)
-    assert out.tolist() == [[0, 1, 2, 3], [4, 100, 101, 102]]
+    gather_token_blocks(tokens, np.array([1, 0]), 0, 2, 4, out)
+    assert out.tolist() == [[4, 100, 101, 102], [0, 1, 2, 3]]
 
 
-def test_copy_token_blocks_empty_batch() -> None:
-    out = np.empty((0, 8), dtype=np.uint16)
-    copy_token_blocks([], np.array([], dtype=np.int64), 8, out)
-
-
-@pytest.mark.parametrize(
-    ("sources", "starts", "out", "exc", "message"),
-    [
-        (
-            [np.arange(10, dtype=np.int32)],
-            [7],
-            np.empty((1, 4), np.int32),
-            IndexError,
-            "block 0: tokens [7, 11) are outside its source of 10 tokens",
-        ),
-        ([np.arange(10, dtype=np.int32)], [-1], np.empty((1, 4), np.int32), IndexError, "tokens [-1, 3)"),
-        (
-            [np.arange(10, dtype=np.int32)] * 2,
-            [0],
-            np.empty((2, 4), np.int32),
-            ValueError,
-            "got 2 sources but 1 starts",
-        ),
-        (
-            [np.arange(10, dtype=np.int32)],
-            [0],
-            np.empty((1, 5), np.int32),
-            ValueError,
-            "out must have shape (1, 4), got (1, 5)",
-        ),
-        (
-            [np.arange(10, dtype=np.int32)],
-            [0],
-            np.empty((1, 8), np.int32)[:, ::2],
-            ValueError,
-            "out must be C-contiguous",
-        ),
-        (
-            [np.arange(10, dtype=np.int16)],
-            [0],
-            np.empty((1, 4), np.int32),
-            ValueError,
-            "sources[0] has dtype int16, out has int32",
-        ),
-        (
-            [np.arange(20, dtype=np.int32)[::2]],
-            [0],
-            np.empty((1, 4), np.int32),
-            ValueError,
-            "sources[0] must be contiguous",
-        ),
-        (
-            [np.zeros((2, 10), dtype=np.int32)],
-            [0],
-            np.empty((1, 4), np.int32),
-            ValueError,
-            "sources[0] must be 1-D",
-        ),
-        (
-            [b"abcdabcd"],
-            [0],
-            np.empty((1, 4), np.uint8),
-            ValueError,
-            "sources[0] must be a numpy array, got bytes",
-        ),
-    ],
-)
-def test_copy_token_blocks_errors(
-    sources: list[np.ndarray], starts: list[int], out: np.ndarray, exc: type, message: str
-) -> None:
-    with pytest.raises(exc, match=re.escape(message)):
-        copy_token_blocks(sources, np.array(starts, dtype=np.int64), 4, out)
-
-
-def test_copy_token_blocks_read_only_out() -> None:
-    out = np.empty((1, 2), dtype=np.int32)
+def test_gather_token_blocks_empty_batch_and_read_only_out() -> None:
+    tokens = np.arange(16, dtype=np.uint16)
+    gather_token_blocks(tokens, np.array([], dtype=np.int64), 0, 0, 8, np.empty((0, 8), dtype=np.uint16))
+    out = np.empty((1, 2), dtype=np.uint16)
     out.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
-        copy_token_blocks([np.arange(4, dtype=np.int32)], np.array([0]), 2, out)
+        gather_token_blocks(tokens, np.array([0]), 0, 1, 2, out)
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.int64])

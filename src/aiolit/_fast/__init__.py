@@ -5,10 +5,9 @@ See ``README.md`` in this directory for what each function does and why it is co
 
 from aiolit._fast._header import parse_header, parse_offsets
 from aiolit._fast._perm import permutation, permute_within
-from aiolit._fast._tokens import copy_token_blocks, gather_token_blocks, token_blocks_locate
+from aiolit._fast._tokens import gather_token_blocks, token_blocks_locate
 
 __all__ = [
-    "copy_token_blocks",
     "gather_token_blocks",
     "parse_header",
     "parse_offsets",

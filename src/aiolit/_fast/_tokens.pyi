@@ -10,14 +10,6 @@ def token_blocks_locate(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """``(chunk_ids, in_chunk * block_size)`` for each global block id (binary search)."""
 
-def copy_token_blocks(
-    sources: list[npt.NDArray[Any]],
-    starts: npt.ArrayLike,
-    block_size: int,
-    out: npt.NDArray[Any],
-) -> None:
-    """Copy ``sources[i][starts[i] : starts[i] + block_size]`` into ``out[i]`` for every row."""
-
 def gather_token_blocks(
     tokens: npt.NDArray[Any],
     order: npt.ArrayLike,

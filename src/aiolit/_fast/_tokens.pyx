@@ -109,81 +109,13 @@ def token_blocks_locate(block_ids, cumulative_blocks, Py_ssize_t block_size=1):
     return out_chunks, out_pos
 
 
-def copy_token_blocks(list sources, starts, Py_ssize_t block_size, cnp.ndarray out):
-    """Copy ``block_size`` tokens from each source into the rows of ``out``.
-
-    Row ``i`` of ``out`` receives ``sources[i][starts[i] : starts[i] + block_size]``. Works for any
-    dtype (uint16, int32, int64, ...) by copying bytes; every source must have ``out``'s dtype.
-
-    Parameters
-    ----------
-    sources
-        List of 1-D numpy arrays, one per row (typically the chunk's token array, repeated as
-        needed); each must be contiguous (unit stride).
-    starts
-        1-D int64 array: token offset of each row inside its source.
-    block_size
-        Tokens per row.
-    out
-        C-contiguous array of shape ``(len(sources), block_size)``, written in place.
-
-    Raises
-    ------
-    ValueError
-        Shape, dtype or contiguity mismatches (the message names the row).
-    IndexError
-        A block that does not fit inside its source (names the row, start and source length).
-    """
-    cdef cnp.ndarray st_arr = _as_i64(starts)
-    cdef const int64_t* st = <const int64_t*>cnp.PyArray_DATA(st_arr)
-    cdef Py_ssize_t n = PyList_GET_SIZE(sources)
-    cdef Py_ssize_t i, itemsize, row_bytes
-    cdef int64_t start, length
-    cdef cnp.ndarray src
-    cdef object out_dtype = (<object>out).dtype
-    cdef char* dst
-    if block_size < 0:
-        raise ValueError(f"block_size must be >= 0, got {block_size}")
-    if cnp.PyArray_DIMS(st_arr)[0] != n:
-        raise ValueError(f"got {n} sources but {cnp.PyArray_DIMS(st_arr)[0]} starts")
-    if (cnp.PyArray_NDIM(out) != 2 or cnp.PyArray_DIMS(out)[0] != n
-            or cnp.PyArray_DIMS(out)[1] != block_size):
-        raise ValueError(f"out must have shape ({n}, {block_size}), got {(<object>out).shape}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(out) or not cnp.PyArray_ISWRITEABLE(out):
-        raise ValueError("out must be C-contiguous and writeable")
-    itemsize = cnp.PyArray_ITEMSIZE(out)
-    row_bytes = itemsize * block_size
-    dst = <char*>cnp.PyArray_DATA(out)
-    for i in range(n):
-        obj = <object>PyList_GET_ITEM(sources, i)
-        if not cnp.PyArray_Check(obj):
-            raise ValueError(f"sources[{i}] must be a numpy array, got {type(obj).__name__}")
-        src = <cnp.ndarray>obj
-        if cnp.PyArray_NDIM(src) != 1:
-            raise ValueError(f"sources[{i}] must be 1-D, got {cnp.PyArray_NDIM(src)} dimensions")
-        # Identity first: chunk views of one dataset share one dtype object, so == is rarely run.
-        if <PyObject*>cnp.PyArray_DESCR(src) != <PyObject*>out_dtype and (<object>src).dtype != out_dtype:
-            raise ValueError(f"sources[{i}] has dtype {(<object>src).dtype}, out has {out_dtype}")
-        length = cnp.PyArray_DIMS(src)[0]
-        start = st[i]
-        if start < 0 or start > length - block_size:
-            raise IndexError(
-                f"block {i}: tokens [{start}, {<object>start + block_size}) are outside its source of "
-                f"{length} tokens"
-            )
-        if length > 1 and cnp.PyArray_STRIDES(src)[0] != itemsize:
-            raise ValueError(f"sources[{i}] must be contiguous (stride {cnp.PyArray_STRIDES(src)[0]})")
-        memcpy(dst + i * row_bytes, <char*>cnp.PyArray_DATA(src) + start * itemsize, row_bytes)
-
-
 def gather_token_blocks(cnp.ndarray tokens, order, Py_ssize_t pos, Py_ssize_t take,
                         Py_ssize_t block_size, out, Py_ssize_t row=0):
     """Copy blocks ``order[pos : pos + take]`` of one token stream into rows ``row...`` of ``out``.
 
     The per-batch gather of a token loader: row ``row + i`` of ``out`` receives tokens
     ``[order[pos + i] * block_size, (order[pos + i] + 1) * block_size)`` of ``tokens``, one
-    ``memcpy`` each, with no temporary arrays (what ``copy_token_blocks`` needs a list of sources
-    and an array of offsets for).
+    ``memcpy`` each, with no temporary arrays (no slices, source lists or offset arrays).
 
     Parameters
     ----------
