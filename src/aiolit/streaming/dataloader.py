@@ -53,14 +53,14 @@ def worker_of_batch(k: int, batches: np.ndarray[Any, Any]) -> int:
     return int(np.flatnonzero(batches > r)[offset])
 
 
-# Whether torch's profiler is recording (a C function: ~0.07 µs a call); None if this torch has none.
-_profiler_enabled: Callable[[], bool] | None = getattr(
-    getattr(torch._C, "_autograd", None), "_profiler_enabled", None
+def _cannot_tell() -> bool:
+    return True  # a torch without the check below: assume recording, take torch's iterator
+
+
+# Whether torch's profiler is recording (a C function: ~0.07 µs a call).
+_profiler_enabled: Callable[[], bool] = (
+    getattr(getattr(torch._C, "_autograd", None), "_profiler_enabled", None) or _cannot_tell
 )
-
-
-def _never() -> bool:
-    return False
 
 
 def _as_is(batch: Any) -> Any:
@@ -451,7 +451,7 @@ class StreamingDataLoader(DataLoader[Any]):
         # Batches built by the dataset without workers: taken from the dataset's iterator itself
         # (what torch's iterator would hand on unchanged), except while torch's profiler runs.
         items = self._dataset_items(iterator)
-        profiler_on = _profiler_enabled or _never
+        profiler_on = _profiler_enabled
         step = self.batch_size or 1
         unordered = self._unordered()
         if len(self._worker_batches) != max(1, self.num_workers):
@@ -518,7 +518,7 @@ class StreamingDataLoader(DataLoader[Any]):
         directly. torch's iterator is still built (it draws a base seed from torch's RNG and
         calls ``iter(dataset)``) and is used while torch's profiler runs. None otherwise.
         """
-        if not self._dataset_batches or self.num_workers or self.pin_memory or _profiler_enabled is None:
+        if not self._dataset_batches or self.num_workers or self.pin_memory:
             return None
         if type(iterator) is not _SingleProcessDataLoaderIter:
             return None
